@@ -1,0 +1,140 @@
+"""One settings object for web, workers and CLI, read from the environment.
+
+Every setting is documented in the README's settings table; keep the two in
+step. Tests pass overrides instead of mutating ``os.environ``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+SECRET_KEY_FILE = "secret_key"
+PRECISIONS = ("auto", "float32", "bfloat16")
+ENVIRONMENTS = ("development", "production", "test")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, immutable view of the service's environment."""
+
+    env: str = "development"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str = ""
+    secret_key: str = field(default="", repr=False)
+    training_data_dir: Path | None = None
+    inference_batch_size: int = 32
+    inference_precision: str = "auto"
+    max_upload_mb: int = 512
+    max_zip_files: int = 20000
+    max_scan_attempts: int = 3
+    retrain_schedule: str = "0 3 * * 0"
+    task_visibility_timeout_s: int = 6 * 3600
+    log_level: str = "INFO"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where uploaded files are stored once, by content hash."""
+        return self.data_dir / "blobs"
+
+    @property
+    def bundles_dir(self) -> Path:
+        """Where trained model bundles are written."""
+        return self.data_dir / "bundles"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where evaluation reports and plots of training runs are written."""
+        return self.data_dir / "reports"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """MAX_UPLOAD_MB in bytes."""
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker Celery uses: BROKER_URL if set, else REDIS_URL."""
+        return self.broker_url or self.redis_url
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _secret_key(environ: Mapping[str, str], env: str, data_dir: Path) -> str:
+    key = environ.get("SECRET_KEY", "")
+    if key:
+        return key
+    # `make run` writes a random key here once, so local sessions survive restarts.
+    key_file = data_dir / SECRET_KEY_FILE
+    if env != "production" and key_file.is_file():
+        return key_file.read_text().strip()
+    if env == "test":
+        return "test-only-secret-key"
+    raise SettingsError(
+        "SECRET_KEY is not set. Set it to a long random string "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+        f"or run `make run`, which keeps one in {key_file} for local use."
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build Settings from the environment, then apply overrides (field names)."""
+    environ = os.environ if environ is None else environ
+    env = environ.get("APP_ENV", "development")
+    if env not in ENVIRONMENTS:
+        raise SettingsError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    overrides = dict(overrides or {})
+    env = overrides.get("env", env)
+    data_dir = Path(overrides.get("data_dir") or environ.get("DATA_DIR") or "var").absolute()
+    precision = environ.get("INFERENCE_PRECISION", "auto")
+    if precision not in PRECISIONS:
+        raise SettingsError(f"INFERENCE_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    training_dir = environ.get("TRAINING_DATA_DIR")
+    values: dict[str, Any] = dict(
+        env=env,
+        data_dir=data_dir,
+        database_url=environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'service.db'}",
+        redis_url=environ.get("REDIS_URL") or "redis://localhost:6379/0",
+        broker_url=environ.get("BROKER_URL", ""),
+        secret_key="" if "secret_key" in overrides else _secret_key(environ, env, data_dir),
+        training_data_dir=Path(training_dir).absolute() if training_dir else None,
+        inference_batch_size=_int(environ, "INFERENCE_BATCH_SIZE", 32),
+        inference_precision=precision,
+        max_upload_mb=_int(environ, "MAX_UPLOAD_MB", 512),
+        max_zip_files=_int(environ, "MAX_ZIP_FILES", 20000),
+        max_scan_attempts=_int(environ, "MAX_SCAN_ATTEMPTS", 3),
+        retrain_schedule=environ.get("RETRAIN_SCHEDULE", "0 3 * * 0"),
+        task_visibility_timeout_s=_int(environ, "TASK_VISIBILITY_TIMEOUT_S", 6 * 3600, minimum=60),
+        log_level=environ.get("LOG_LEVEL", "INFO").upper(),
+    )
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise SettingsError(f"unknown settings override(s): {', '.join(sorted(unknown))}")
+    values.update(overrides)
+    if "data_dir" in overrides:
+        values["data_dir"] = Path(overrides["data_dir"]).absolute()
+    return Settings(**values)

@@ -1,0 +1,63 @@
+"""Fixtures shared by every room's tests: the shared dataset and real PostgreSQL/Redis."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_TRAINING_DIR = REPO_ROOT.parent / "shared" / "data" / "brain-mri" / "Training"
+# Where the suite finds its services; .ci/run starts them when they do not answer.
+TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def shared_training_dir() -> Path:
+    """The read-only labelled MRI folder beside the repository, or skip."""
+    if not SHARED_TRAINING_DIR.is_dir():
+        pytest.skip(f"shared dataset not found at {SHARED_TRAINING_DIR}")
+    return SHARED_TRAINING_DIR
+
+
+def _admin_url() -> str:
+    return TEST_POSTGRES_URL
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    admin = sqlalchemy.create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+    name = f"mri_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {_admin_url()}: {exc}. Start it (see README).")
+    url = _admin_url().rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    """A Redis database reserved for tests, flushed before and after."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}. Start it (see README).")
+    yield TEST_REDIS_URL
+    client.flushdb()
