@@ -1,0 +1,1 @@
+"""Training, evaluation and data loading for the five-model brain-MRI classifier."""
