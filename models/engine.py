@@ -1,0 +1,159 @@
+"""Batched five-model inference: one pass per network, shared ResNet50 features, weighted ensemble."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from models import ENSEMBLE_NAME, ESTIMATOR_NAMES, NETWORK_NAMES
+from models.architectures import FEATURES_LAYER
+from models.bundle import Bundle, load_bundle
+from models.precision import with_precision
+from models.preprocess import preprocess_for, resize_batch
+
+logger = logging.getLogger(__name__)
+
+Forward = Callable[[np.ndarray], Any]
+
+
+def _compile_forward(model: keras.Model, image_size: int) -> Forward:
+    """Return a function running `model` in inference mode, traced/compiled once."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # A fixed signature with a free batch dimension: one trace serves every batch size.
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
+        return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return model.predict_on_batch
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+
+
+class InferenceEngine:
+    """Classify batches of scans with every model in a bundle, then ensemble them."""
+
+    def __init__(self, bundle: Bundle, precision: str = "float32", batch_size: int = 32) -> None:
+        """Prepare compiled forward functions for `bundle` at `precision`."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.bundle = bundle
+        self.precision = precision
+        self.batch_size = int(batch_size)
+        self.classes: list[str] = list(bundle.classes)
+        self.image_size: int = bundle.image_size
+        self.manifest: dict = bundle.manifest
+        self.digest: str = bundle.digest
+        self.model_names: list[str] = bundle.model_names
+        self.estimators = dict(bundle.estimators)
+        self.networks = {n: with_precision(m, precision) for n, m in bundle.networks.items()}
+        size = self.image_size
+        # The batched path: ResNet50 gives head probabilities and 256-d features in one pass.
+        self._batched: dict[str, Forward] = {}
+        for name, model in self.networks.items():
+            if name == "resnet50":
+                model = keras.Model(model.inputs, [model.outputs[0], model.get_layer(FEATURES_LAYER).output])
+            self._batched[name] = _compile_forward(model, size)
+        self._separate: dict[str, Forward] = {}
+        self.ensemble_weights = self._normalised_weights(bundle.ensemble_weights)
+
+    @classmethod
+    def from_bundle(
+        cls, bundle_dir: str | Path, precision: str = "float32", batch_size: int = 32
+    ) -> "InferenceEngine":
+        """Verify and load a bundle folder, then build the engine."""
+        return cls(load_bundle(bundle_dir), precision=precision, batch_size=batch_size)
+
+    def _normalised_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        present = {n: max(float(weights.get(n, 0.0)), 0.0) for n in self.model_names} if weights else {}
+        total = sum(present.values())
+        if not present or total <= 0:
+            return {n: 1.0 / len(self.model_names) for n in self.model_names}
+        return {n: w / total for n, w in present.items()}
+
+    def _estimator_probabilities(self, name: str, features: np.ndarray) -> np.ndarray:
+        estimator = self.estimators[name]
+        proba = np.asarray(estimator.predict_proba(features), dtype=np.float32)
+        out = np.zeros((features.shape[0], len(self.classes)), dtype=np.float32)
+        # An estimator's columns follow its own classes_ (encoded ints, or names).
+        for column, cls in enumerate(estimator.classes_):
+            index = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+            out[:, index] = proba[:, column]
+        return out
+
+    def _ensemble(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        mixed = sum(self.ensemble_weights[n] * probs[n] for n in self.model_names)
+        return mixed / np.sum(mixed, axis=1, keepdims=True)
+
+    def _prepare(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        return resize_batch(images, self.image_size)
+
+    def predict_probabilities(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
+        """Run every model once on a [N,S,S,3] uint8 batch; return {model: [N,C]} plus 'ensemble'."""
+        batch = self._prepare(batch_uint8)
+        probs: dict[str, np.ndarray] = {}
+        caffe = None
+        for name in NETWORK_NAMES:
+            if name not in self._batched:
+                continue
+            if name in ("resnet50", "vgg16"):
+                # ResNet50 and VGG16 share one preprocessed copy of the batch.
+                caffe = preprocess_for(name, batch) if caffe is None else caffe
+                inputs = caffe
+            else:
+                inputs = preprocess_for(name, batch)
+            out = self._batched[name](inputs)
+            if name == "resnet50":
+                probs[name] = _to_numpy(out[0])
+                features = _to_numpy(out[1])
+                for est in ESTIMATOR_NAMES:
+                    if est in self.estimators:
+                        probs[est] = self._estimator_probabilities(est, features)
+            else:
+                probs[name] = _to_numpy(out)
+        probs[ENSEMBLE_NAME] = self._ensemble(probs)
+        return probs
+
+    def predict_model_probabilities(self, name: str, batch_uint8: np.ndarray) -> np.ndarray:
+        """Run one model on its own (SVM/RF recompute ResNet50 features); return [N,C] probabilities."""
+        if name not in self.model_names:
+            raise KeyError(f"model {name!r} is not in this bundle ({', '.join(self.model_names)})")
+        batch = self._prepare(batch_uint8)
+        if name not in self._separate:
+            if name in ESTIMATOR_NAMES:
+                resnet = self.networks["resnet50"]
+                model = keras.Model(resnet.inputs, resnet.get_layer(FEATURES_LAYER).output)
+            else:
+                model = self.networks[name]
+            self._separate[name] = _compile_forward(model, self.image_size)
+        out = _to_numpy(self._separate[name](preprocess_for(name, batch)))
+        if name in ESTIMATOR_NAMES:
+            return self._estimator_probabilities(name, out)
+        return out
+
+    def _scan_result(self, probs: dict[str, np.ndarray], i: int) -> dict:
+        def entry(p: np.ndarray) -> dict:
+            return {
+                "label": self.classes[int(np.argmax(p))],
+                "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
+            }
+
+        predictions = {n: entry(probs[n][i]) for n in self.model_names}
+        ensemble = entry(probs[ENSEMBLE_NAME][i])
+        ensemble["agreement"] = sum(p["label"] == ensemble["label"] for p in predictions.values())
+        ensemble["members"] = len(predictions)
+        return {"predictions": predictions, "ensemble": ensemble}
+
+    def classify(self, images: Sequence[np.ndarray] | np.ndarray) -> list[dict]:
+        """Classify uint8 RGB images (any size) in batches of `batch_size`; one result dict per image."""
+        batch = self._prepare(images)
+        results: list[dict] = []
+        for start in range(0, len(batch), self.batch_size):
+            probs = self.predict_probabilities(batch[start : start + self.batch_size])
+            results.extend(self._scan_result(probs, i) for i in range(len(probs[ENSEMBLE_NAME])))
+        return results

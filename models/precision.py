@@ -1,0 +1,54 @@
+"""Run a loaded Keras network at a chosen precision by rebuilding it under a dtype policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+# Layers that stay float32 under bfloat16: the dense heads cost a few MFLOP, and keeping
+# them (and the softmax) in float32 keeps probabilities and 256-d features accurate.
+_KEEP_FLOAT32 = {"Dense", "Softmax", "InputLayer"}
+_CONTAINERS = {"Functional", "Sequential", "Model"}
+
+
+def _rewrite(layer_configs: list[dict], policy: str) -> int:
+    changed = 0
+    for layer in layer_configs:
+        cls = layer.get("class_name")
+        config = layer.get("config", {})
+        if cls in _CONTAINERS:
+            changed += _rewrite(config.get("layers", []), policy)
+            continue
+        if cls in _KEEP_FLOAT32:
+            continue
+        dtype = config.get("dtype")
+        if isinstance(dtype, dict) and dtype.get("class_name") == "DTypePolicy":
+            dtype["config"]["name"] = policy
+            changed += 1
+        elif isinstance(dtype, str):
+            config["dtype"] = policy
+            changed += 1
+    return changed
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """Return `model` itself for float32, or a copy whose conv layers compute in bfloat16.
+
+    The copy uses the "mixed_bfloat16" policy: float32 variables (copied from `model`),
+    bfloat16 arithmetic, so BatchNorm statistics and the dense heads keep full precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if precision == "float32":
+        return model
+    config: dict[str, Any] = model.get_config()
+    changed = _rewrite(config.get("layers", []), "mixed_bfloat16")
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    logger.info("%s: %d layers switched to mixed_bfloat16", model.name, changed)
+    return clone
