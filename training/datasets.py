@@ -106,7 +106,7 @@ def _list_zip(path: Path) -> list[LabelledImage]:
             members.append((parts, info))
         tops = {parts[0] for parts, _ in members}
         # "dataset/glioma/x.jpg" layout: strip the single enclosing folder.
-        strip = 1 if len(tops) == 1 and all(len(parts) >= 3 for parts, _ in members) else 0
+        strip = 1 if len(tops) == 1 and any(len(parts) >= 3 for parts, _ in members) else 0
         items = []
         for parts, info in members:
             rel = parts[strip:]
@@ -132,7 +132,7 @@ _open_zips: dict[tuple[str, int, int], tuple[zipfile.ZipFile, threading.Lock]] =
 
 
 def _zip_handle(path: str) -> tuple[zipfile.ZipFile, threading.Lock]:
-    """A cached open ZipFile per (path, mtime, size): re-reading the central directory per member is O(n^2)."""
+    """A cached open ZipFile per (path, mtime, size); reopening per member would be O(n^2)."""
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     with _zip_lock:

@@ -38,7 +38,11 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
 # SOF markers carrying frame dimensions (C4 = DHT, C8 = JPG extension, CC = DAC are not SOFs).
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_REDUCED_FLAGS = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
 # Robust display window when a DICOM carries no WindowCenter/WindowWidth.
 _PERCENTILE_WINDOW = (0.5, 99.5)
 
@@ -231,12 +235,14 @@ def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
         raise DecodeError("DICOM file has no pixel data")
     if int(ds.get("Rows", 0) or 0) == 0 or int(ds.get("Columns", 0) or 0) == 0:
         raise DecodeError("zero-sized image")
+    _ensure_transfer_syntax(ds)
     try:
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", None) or str(syntax or "an unknown transfer syntax")
-        raise DecodeError(f"DICOM pixel data uses {name}, which cannot be decoded here ({_short(exc)})") from exc
+        reason = f"DICOM pixel data uses {name}, which cannot be decoded here ({_short(exc)})"
+        raise DecodeError(reason) from exc
     except Exception as exc:  # short pixel data, bad attributes, ...
         raise DecodeError(f"corrupt DICOM ({_short(exc)})") from exc
 
@@ -259,6 +265,27 @@ def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
             image = np.repeat(gray[:, :, None], 3, axis=2)
         scans.append(DecodedScan(image, index if frames > 1 else None, study, series))
     return scans
+
+
+def _ensure_transfer_syntax(ds) -> None:
+    """Give a preamble-less (raw) dataset the transfer syntax it was actually read with."""
+    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
+    from pydicom.uid import (  # noqa: PLC0415
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
 def _dicom_gray(ds, frame: np.ndarray, index: int, invert: bool) -> np.ndarray:
@@ -301,7 +328,8 @@ def _frame_number(ds, index: int, group: str, keyword: str, default: float | Non
     """Read a numeric attribute from the top level, else the per-frame or shared functional group."""
     value = ds.get(keyword)
     if value is None:
-        for container, item in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        places = (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0))
+        for container, item in places:
             seq = ds.get(container)
             if seq is not None and len(seq) > item and group in seq[item] and len(seq[item][group]) > 0:
                 value = seq[item][group][0].get(keyword)

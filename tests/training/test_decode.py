@@ -1,0 +1,326 @@
+"""Decoding every supported format, and refusing every kind of bad input with a plain reason."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.decode import DecodeError, DecodedScan, decode_bytes, decode_file, reduced_jpeg_factor
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+
+def _pattern(height: int = 64, width: int = 64) -> np.ndarray:
+    """A smooth RGB test pattern (JPEG-friendly) with distinct channels."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
+                     np.full_like(x, 60)], axis=2).astype(np.uint8)
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def _png(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- JPEG / PNG / BMP
+
+
+def test_jpeg_decodes_to_rgb_not_bgr() -> None:
+    red = np.zeros((32, 48, 3), np.uint8)
+    red[..., 0] = 250
+    [scan] = decode_bytes(_jpeg(red))
+    assert isinstance(scan, DecodedScan) and scan.frame is None and scan.study_uid is None
+    assert scan.image.shape == (32, 48, 3) and scan.image.dtype == np.uint8
+    assert scan.image[..., 0].mean() > 240 and scan.image[..., 2].mean() < 15
+
+
+def test_grayscale_jpeg_and_png_become_three_channels() -> None:
+    gray = _pattern()[..., 0]
+    ok, buf = cv2.imencode(".jpg", gray)
+    for data in (buf.tobytes(), _png(gray)):
+        [scan] = decode_bytes(data)
+        assert scan.image.shape == (64, 64, 3)
+        assert np.array_equal(scan.image[..., 0], scan.image[..., 1])
+        assert np.array_equal(scan.image[..., 1], scan.image[..., 2])
+    assert np.array_equal(decode_bytes(_png(gray))[0].image[..., 0], gray)
+
+
+def test_png_rgb_rgba_and_16_bit() -> None:
+    rgb = _pattern()
+    assert np.array_equal(decode_bytes(_png(rgb))[0].image, rgb)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
+    assert np.array_equal(decode_bytes(_png(rgba))[0].image, rgb)
+    deep = (rgb[..., 0].astype(np.uint16) * 257)
+    ok, buf = cv2.imencode(".png", deep)
+    [scan] = decode_bytes(buf.tobytes())
+    assert scan.image.dtype == np.uint8 and np.array_equal(scan.image[..., 0], rgb[..., 0])
+
+
+def test_bmp_and_tiff() -> None:
+    rgb = _pattern()
+    for ext in (".bmp", ".tiff"):
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        assert np.array_equal(decode_bytes(buf.tobytes())[0].image, rgb), ext
+
+
+def test_reduced_jpeg_keeps_shorter_side_at_least_target() -> None:
+    data = _jpeg(np.repeat(np.repeat(_pattern(64, 64), 8, 0), 8, 1))  # 512 x 512
+    assert decode_bytes(data)[0].image.shape == (512, 512, 3)
+    assert decode_bytes(data, target_size=128)[0].image.shape == (128, 128, 3)
+    assert decode_bytes(data, target_size=200)[0].image.shape == (256, 256, 3)
+    assert decode_bytes(data, target_size=300)[0].image.shape == (512, 512, 3)
+    assert decode_bytes(data, target_size=64)[0].image.shape == (64, 64, 3)
+    assert reduced_jpeg_factor(300, 800, 128) == 2
+    assert reduced_jpeg_factor(225, 225, 224) == 1
+    assert reduced_jpeg_factor(630, 630, 224) == 2
+    assert reduced_jpeg_factor(512, 512, None) == 1
+    # The reduced decode is a faithful downscale, not a different picture.
+    full = cv2.resize(decode_bytes(data)[0].image, (128, 128), interpolation=cv2.INTER_AREA)
+    small = decode_bytes(data, target_size=128)[0].image
+    assert np.abs(full.astype(int) - small.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("fraction", [0.95, 0.7, 0.5, 0.2])
+def test_truncated_jpeg_is_refused_not_gray_filled(fraction: float) -> None:
+    data = _jpeg(_pattern(128, 128))
+    with pytest.raises(DecodeError, match="truncated JPEG"):
+        decode_bytes(data[: int(len(data) * fraction)])
+
+
+def test_jpeg_truncated_inside_header_and_just_before_eoi() -> None:
+    data = _jpeg(_pattern())
+    for cut in (3, 20, len(data) - 2):
+        with pytest.raises(DecodeError, match="truncated JPEG"):
+            decode_bytes(data[:cut])
+
+
+def test_jpeg_with_trailing_bytes_after_eoi_is_accepted() -> None:
+    data = _jpeg(_pattern())
+    assert decode_bytes(data + b"\x00" * 16 + b"junk")[0].image.shape == (64, 64, 3)
+
+
+def test_truncated_and_corrupt_png() -> None:
+    data = _png(_pattern())
+    for cut in (10, 40, len(data) // 2, len(data) - 4):
+        with pytest.raises(DecodeError, match="truncated PNG"):
+            decode_bytes(data[:cut])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    with pytest.raises(DecodeError, match="corrupt PNG"):
+        decode_bytes(bytes(flipped))
+
+
+def test_truncated_bmp() -> None:
+    ok, buf = cv2.imencode(".bmp", _pattern())
+    with pytest.raises(DecodeError, match="truncated BMP"):
+        decode_bytes(buf.tobytes()[:-100])
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(ctype + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", crc)
+
+
+def test_zero_sized_png_and_jpeg() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0)) + _chunk(
+        b"IEND", b"")
+    with pytest.raises(DecodeError, match="zero-sized image"):
+        decode_bytes(png)
+    jpeg = bytearray(_jpeg(_pattern()))
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = b"\x00\x00\x00\x00"
+    with pytest.raises(DecodeError, match="zero-sized image"):
+        decode_bytes(bytes(jpeg))
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"just some text, not a scan\n" * 20, "not an image"),
+    (bytes(range(256)) * 4, "not an image"),
+    (b"\x00" * 300, "not an image"),
+])
+def test_empty_and_garbage(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_bytes(data, filename="x.jpg")
+
+
+def test_decode_file_reads_and_reports_missing(tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    path.write_bytes(_png(_pattern()))
+    assert decode_file(path)[0].image.shape == (64, 64, 3)
+    with pytest.raises(DecodeError, match="cannot read file"):
+        decode_file(tmp_path / "missing.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty file"):
+        decode_file(tmp_path / "empty.jpg")
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def _dicom(pixels: np.ndarray | None, *, photometric: str = "MONOCHROME2", frames: int = 1,
+           preamble: bool = True, implicit: bool = False, **attrs) -> bytes:
+    """Build a small uncompressed DICOM file in memory."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = "1.2.3.4.100"
+    ds.SeriesInstanceUID = "1.2.3.4.100.1"
+    ds.Modality = "MR"
+    if pixels is not None:
+        rgb = pixels.ndim == (4 if frames > 1 else 3)
+        shape = pixels.shape[1:] if frames > 1 else pixels.shape
+        ds.Rows, ds.Columns = shape[0], shape[1]
+        ds.SamplesPerPixel = 3 if rgb else 1
+        if rgb:
+            ds.PlanarConfiguration = 0
+        ds.PhotometricInterpretation = "RGB" if rgb else photometric
+        ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        ds.PixelData = pixels.tobytes()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    out = io.BytesIO()
+    if preamble:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(out, enforce_file_format=True)
+    else:
+        ds.save_as(out, implicit_vr=implicit, little_endian=True)
+    return out.getvalue()
+
+
+def _ramp16(height: int = 32, width: int = 32, top: int = 4000) -> np.ndarray:
+    return np.linspace(0, top, height * width).reshape(height, width).astype(np.uint16)
+
+
+def test_dicom_16_bit_window_and_uids() -> None:
+    stored = _ramp16()
+    [scan] = decode_bytes(_dicom(stored, WindowCenter=2000, WindowWidth=4000))
+    assert scan.image.shape == (32, 32, 3) and scan.image.dtype == np.uint8
+    expected = np.rint(np.clip(stored / 4000.0 * 255, 0, 255)).astype(np.uint8)
+    assert np.abs(scan.image[..., 0].astype(int) - expected).max() <= 1
+    assert scan.study_uid == "1.2.3.4.100" and scan.series_uid == "1.2.3.4.100.1" and scan.frame is None
+
+
+def test_dicom_first_window_of_several_is_used() -> None:
+    stored = _ramp16()
+    [scan] = decode_bytes(_dicom(stored, WindowCenter=[1000, 3000], WindowWidth=[2000, 500]))
+    expected = np.rint(np.clip(stored / 2000.0 * 255, 0, 255)).astype(np.uint8)
+    assert np.abs(scan.image[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_dicom_without_window_uses_robust_percentiles() -> None:
+    stored = _ramp16(top=4000)
+    stored[0, 0] = 65000  # one hot pixel must not squash the rest of the image to black
+    [scan] = decode_bytes(_dicom(stored))
+    gray = scan.image[..., 0]
+    assert gray.min() == 0 and gray.max() == 255
+    assert 100 < gray[16, 16] < 155  # mid-ramp stays mid-gray
+    assert np.all(np.diff(gray.ravel()[1:].astype(int)) >= 0)
+
+
+def test_dicom_monochrome1_is_inverted() -> None:
+    stored = _ramp16()
+    mono2 = decode_bytes(_dicom(stored, WindowCenter=2000, WindowWidth=4000))[0].image
+    data = _dicom(stored, photometric="MONOCHROME1", WindowCenter=2000, WindowWidth=4000)
+    mono1 = decode_bytes(data)[0].image
+    assert np.array_equal(mono1, 255 - mono2)
+    assert mono1[0, 0, 0] == 255 and mono1[-1, -1, 0] == 0
+
+
+def test_dicom_rescale_slope_and_intercept_applied_before_window() -> None:
+    stored = np.linspace(0, 1000, 32 * 32).reshape(32, 32).astype(np.uint16)
+    # Modality values 2*v - 1000 span -1000..1000; a window over exactly that range
+    # maps stored 0 -> 0 and 1000 -> 255; without the rescale most pixels would be white.
+    [scan] = decode_bytes(_dicom(stored, RescaleSlope=2, RescaleIntercept=-1000,
+                                 WindowCenter=0, WindowWidth=2000))
+    expected = np.rint(stored / 1000.0 * 255).astype(np.uint8)
+    assert np.abs(scan.image[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_dicom_signed_pixels() -> None:
+    stored = np.linspace(-1000, 1000, 32 * 32).reshape(32, 32).astype(np.int16)
+    [scan] = decode_bytes(_dicom(stored, WindowCenter=0, WindowWidth=2000))
+    assert scan.image[0, 0, 0] == 0 and scan.image[-1, -1, 0] == 255
+
+
+def test_dicom_multi_frame_yields_one_scan_per_frame() -> None:
+    frames = np.stack([np.full((16, 24), v, np.uint16) for v in (0, 2000, 4000)])
+    frames[:, 0, 0] = 4000  # give each frame some contrast
+    scans = decode_bytes(_dicom(frames, frames=3, WindowCenter=2000, WindowWidth=4000))
+    assert [s.frame for s in scans] == [0, 1, 2]
+    assert all(s.image.shape == (16, 24, 3) and s.series_uid == "1.2.3.4.100.1" for s in scans)
+    assert [int(s.image[5, 5, 0]) for s in scans] == [0, 128, 255]
+
+
+def test_dicom_rgb() -> None:
+    rgb = _pattern(20, 30)
+    [scan] = decode_bytes(_dicom(rgb))
+    assert np.array_equal(scan.image, rgb)
+    frames = np.stack([rgb, 255 - rgb])
+    scans = decode_bytes(_dicom(frames, frames=2))
+    assert len(scans) == 2 and np.array_equal(scans[1].image, 255 - rgb)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_dicom_without_preamble_is_sniffed(implicit: bool) -> None:
+    stored = _ramp16()
+    data = _dicom(stored, preamble=False, implicit=implicit, WindowCenter=2000, WindowWidth=4000)
+    assert data[128:132] != b"DICM"
+    [scan] = decode_bytes(data, "IM0001")
+    assert scan.image[-1, -1, 0] == 255 and scan.study_uid == "1.2.3.4.100"
+
+
+def test_dicom_without_pixel_data() -> None:
+    with pytest.raises(DecodeError, match="DICOM file has no pixel data"):
+        decode_bytes(_dicom(None))
+
+
+def test_truncated_and_corrupt_dicom() -> None:
+    data = _dicom(_ramp16(64, 64))
+    with pytest.raises(DecodeError):
+        decode_bytes(data[: len(data) - 3000])
+    with pytest.raises(DecodeError, match="DICOM"):
+        decode_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)) * 3)
+
+
+def test_dicom_zero_rows() -> None:
+    with pytest.raises(DecodeError, match="zero-sized image"):
+        decode_bytes(_dicom(np.zeros((0, 8), np.uint16)))
+
+
+# --------------------------------------------------------------------------- real scans
+
+
+def test_real_scans_decode(shared_training_dir: Path) -> None:
+    for class_dir in sorted(p for p in shared_training_dir.iterdir() if p.is_dir()):
+        path = sorted(class_dir.iterdir())[0]
+        [scan] = decode_file(path)
+        assert scan.image.ndim == 3 and scan.image.shape[2] == 3 and scan.image.std() > 5
+        data = path.read_bytes()
+        with pytest.raises(DecodeError, match="truncated"):
+            decode_bytes(data[: len(data) * 3 // 4])
+        if min(scan.image.shape[:2]) >= 256:
+            small = decode_bytes(data, target_size=128)[0].image
+            assert min(small.shape[:2]) >= 128 and min(small.shape[:2]) < min(scan.image.shape[:2])
