@@ -1,0 +1,136 @@
+"""ResNet50/VGG16 on a frozen backbone via the feature cache, and SVM/RF on ResNet50 features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from training.features import build_feature_cache, recalibrate_batchnorm
+from training.progress import format_epoch_logs
+from training.heads import HeadRecipe, head_features, head_probabilities, train_head
+
+log = logging.getLogger(__name__)
+
+# Images used to re-estimate BatchNorm statistics of a random backbone (a sample is enough).
+RECALIBRATION_IMAGES = 512
+
+
+@dataclass
+class SharedFeatures:
+    """256-d ResNet50 'features' layer outputs for training (clean + views) and validation."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    val: np.ndarray
+    val_labels: np.ndarray
+
+
+@dataclass
+class TransferResult:
+    """A trained full transfer model with its validation probabilities and run details."""
+
+    model: object
+    val_probabilities: np.ndarray
+    history: dict
+    details: dict
+    features: SharedFeatures | None
+
+
+def _should_recalibrate(mode: str, weights_mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and weights_mode == "none")
+
+
+def train_transfer_model(
+    arch: str,
+    split,
+    weights,
+    options,
+    report: Callable[[float, str], None],
+    keep_features: bool = False,
+) -> TransferResult:
+    """Cache backbone features, train the head on them, assemble backbone + head.
+
+    Also measures what the same head epochs would cost if the backbone were recomputed
+    every epoch (extrapolated from the measured backbone throughput of this run).
+    """
+    from models.architectures import assemble_transfer_model, build_backbone, build_head
+
+    started = time.perf_counter()
+    backbone = build_backbone(arch, options.image_size, weights)
+    recalibrated = 0
+    if _should_recalibrate(options.bn_recalibration, weights.mode):
+        rng = np.random.default_rng(options.seed)
+        sample = rng.choice(len(split.x_train), min(RECALIBRATION_IMAGES, len(split.x_train)), replace=False)
+        recalibrated = recalibrate_batchnorm(backbone, arch, split.x_train[np.sort(sample)])
+    report(0.01, f"{arch}: computing backbone features ({options.views} augmented views)")
+    cache = build_feature_cache(
+        backbone, arch, split.x_train, split.x_val, options.views, options.seed, options.batch_size,
+        on_progress=lambda f, msg: report(0.9 * f, msg),
+    )
+    train_x, train_y = cache.training_set(split.y_train)
+    head = build_head(arch, int(backbone.output_shape[-1]), len(split.classes))
+    recipe = HeadRecipe(epochs=options.epochs, batch_size=options.batch_size)
+
+    def on_epoch(epoch: int, total: int, logs: dict) -> None:
+        report(0.9 + 0.1 * epoch / total, f"{arch} epoch {epoch}/{total}: {format_epoch_logs(logs)}")
+
+    head_started = time.perf_counter()
+    history = train_head(head, train_x, train_y, cache.val, split.y_val, recipe, on_epoch)
+    head_seconds = time.perf_counter() - head_started
+    val_probs = head_probabilities(head, cache.val)
+    shared = None
+    if keep_features:
+        shared = SharedFeatures(head_features(head, train_x), train_y,
+                                head_features(head, cache.val), split.y_val.copy())
+    model = assemble_transfer_model(backbone, head)
+    epochs_run = len(history.get("loss", []))
+    per_epoch_images = len(split.x_train) + len(split.x_val)
+    recompute = epochs_run * per_epoch_images / cache.images_per_second + head_seconds
+    cached_total = cache.seconds + head_seconds
+    details = {
+        "bn_recalibrated_layers": recalibrated,
+        "epochs_run": epochs_run,
+        "feature_cache_images": int(len(train_x) + len(cache.val)),
+        "feature_cache_seconds": round(cache.seconds, 2),
+        "backbone_images_per_second": round(cache.images_per_second, 2),
+        "head_seconds": round(head_seconds, 2),
+        # Estimate, not a run: epochs_run x (train + val images) / measured backbone rate.
+        "recompute_every_epoch_estimate_seconds": round(recompute, 1),
+        "speedup_vs_recompute_estimate": round(recompute / max(cached_total, 1e-9), 2),
+        "seconds_total": round(time.perf_counter() - started, 2),
+    }
+    report(1.0, f"{arch}: validation accuracy "
+                f"{float(np.mean(val_probs.argmax(1) == split.y_val)):.4f} "
+                f"(cache {cache.seconds:.0f} s + head {head_seconds:.0f} s; recomputing the "
+                f"backbone every epoch would take ~{recompute:.0f} s)")
+    return TransferResult(model, val_probs, history, details, shared)
+
+
+def train_estimators(
+    names: list[str], features: SharedFeatures, seed: int, staged
+) -> tuple[dict[str, object], dict[str, np.ndarray], dict[str, float]]:
+    """Fit the SPEC.md SVM and Random Forest on ResNet50 head features; validation probabilities."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.svm import SVC
+
+    fitted: dict[str, object] = {}
+    probs: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for name in names:
+        staged(name, 0.0, f"{name}: fitting on {len(features.train)} ResNet50 feature vectors")
+        started = time.perf_counter()
+        if name == "svm":
+            model = SVC(kernel="rbf", gamma="scale", C=1.0, probability=True, random_state=seed)
+        else:
+            model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+        model.fit(features.train, features.train_labels)
+        probs[name] = np.asarray(model.predict_proba(features.val), dtype=np.float32)
+        timings[name] = time.perf_counter() - started
+        accuracy = float(np.mean(probs[name].argmax(1) == features.val_labels))
+        staged(name, 1.0, f"{name}: validation accuracy {accuracy:.4f} ({timings[name]:.0f} s)")
+        fitted[name] = model
+    return fitted, probs, timings
