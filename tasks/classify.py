@@ -1,0 +1,155 @@
+"""tasks.classify_batch: decode a batch of scans, run the five-model engine once, store the results."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from celery import shared_task
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from db.base import utcnow
+from db.models import ModelVersion, Scan
+from tasks import runtime
+from tasks.jobs import mark_started, refresh_job
+from tasks.store import insert_predictions, prediction_rows
+
+logger = logging.getLogger(__name__)
+
+EngineLoader = Callable[[int, str, Settings], Any]
+_DECODE_THREADS = 4
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: scan ids classified and failed (with reasons)."""
+
+    classified: list[int]
+    failed: dict[int, str]
+    skipped: list[int]
+
+
+def blob_path(settings: Settings, sha256: str) -> Path:
+    """Where an uploaded file with this content hash is stored."""
+    return settings.uploads_dir / sha256[:2] / sha256
+
+
+def _decode(settings: Settings, sha256: str, filename: str, image_size: int | None
+            ) -> list[np.ndarray]:
+    """All frames of one stored file, decoded for the model input size (raises DecodeError)."""
+    from training.decode import DecodeError, decode_bytes
+
+    try:
+        data = blob_path(settings, sha256).read_bytes()
+    except FileNotFoundError:
+        raise DecodeError("the stored file is missing from the data directory") from None
+    return [d.image for d in decode_bytes(data, filename, target_size=image_size)]
+
+
+def _claim(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int]
+           ) -> tuple[list[tuple[int, str, int, str]], dict[int, str], list[int]]:
+    """Count an attempt on each queued scan and commit before any heavy work (a crash then counts)."""
+    limit = settings.max_scan_attempts
+    with session_factory() as session:
+        scans = list(session.execute(select(Scan).where(Scan.id.in_(list(scan_ids))).order_by(Scan.id)
+                                     .with_for_update()).scalars())
+        skipped = [s.id for s in scans if s.status != "queued"]
+        work, failed = [], {}
+        for scan in scans:
+            if scan.status != "queued":
+                continue
+            scan.attempts += 1
+            if scan.attempts > limit:
+                reason = (f"gave up after {limit} attempt(s): the worker stopped while classifying "
+                          "this scan each time")
+                scan.status, scan.error = "failed", reason
+                failed[scan.id] = reason
+            else:
+                work.append((scan.id, scan.sha256, scan.frame, scan.path))
+        jobs = {s.job_id for s in scans}
+        mark_started(session, jobs)
+        for job_id in sorted(jobs):
+            refresh_job(session, job_id)
+        session.commit()
+    return work, failed, skipped
+
+
+def classify_scans(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int],
+                   model_version_id: int, engine_loader: EngineLoader = runtime.engine_for) -> BatchOutcome:
+    """Classify queued scans with one model version; failures get a plain reason, the rest go on."""
+    from training.decode import DecodeError
+
+    started = time.perf_counter()
+    work, failed, skipped = _claim(session_factory, settings, scan_ids)
+    if not work:
+        return BatchOutcome([], failed, skipped)
+    with session_factory() as session:
+        version = session.get(ModelVersion, model_version_id)
+        if version is None:
+            raise LookupError(f"model version {model_version_id} does not exist")
+        bundle_path = version.bundle_path
+        image_size = int((version.manifest or {}).get("image_size") or 0) or None
+    # Decoding runs in threads (OpenCV releases the GIL) while the engine loads.
+    files: dict[str, Future] = {}
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+        for _, sha, _, path in work:
+            if sha not in files:
+                files[sha] = pool.submit(_decode, settings, sha, path, image_size)
+        engine = engine_loader(model_version_id, bundle_path, settings)
+        images, ready = [], []
+        for scan_id, sha, frame, _ in work:
+            try:
+                frames = files[sha].result()
+            except DecodeError as exc:
+                failed[scan_id] = str(exc)
+                continue
+            if frame >= len(frames):
+                failed[scan_id] = f"frame {frame} not found: the file has {len(frames)} frame(s)"
+                continue
+            images.append(frames[frame])
+            ready.append(scan_id)
+    results = engine.classify(images) if images else []
+    latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(work), 1)
+    _store(session_factory, model_version_id, ready, results, failed, latency_ms)
+    logger.info("batch of %d: %d classified, %d failed, %d skipped in %.0f ms/scan", len(scan_ids),
+                len(ready), len(failed), len(skipped), latency_ms)
+    return BatchOutcome(ready, failed, skipped)
+
+
+def _store(session_factory: sessionmaker[Session], model_version_id: int, ready: list[int],
+           results: list[dict], failed: dict[int, str], latency_ms: float) -> None:
+    rows = []
+    for scan_id, result in zip(ready, results):
+        rows.extend(prediction_rows(scan_id, model_version_id, result, round(latency_ms, 2)))
+    with session_factory() as session:
+        scans = {s.id: s for s in session.execute(
+            select(Scan).where(Scan.id.in_([*ready, *failed])).with_for_update()).scalars()}
+        insert_predictions(session, rows)
+        now = utcnow()
+        for scan_id in ready:
+            scan = scans[scan_id]
+            # A duplicate delivery may have finished it first; the first result stays.
+            if scan.status == "queued":
+                scan.status, scan.error, scan.classified_at = "classified", "", now
+                scan.model_version_id = model_version_id
+        for scan_id, reason in failed.items():
+            scan = scans[scan_id]
+            if scan.status == "queued":
+                scan.status, scan.error = "failed", reason
+        for job_id in sorted({s.job_id for s in scans.values()}):
+            refresh_job(session, job_id)
+        session.commit()
+
+
+@shared_task(name="tasks.classify_batch")
+def classify_batch(scan_ids: list[int], model_version_id: int) -> dict[str, int]:
+    """Celery task: classify these scans with this model version (ids in, rows re-read)."""
+    outcome = classify_scans(runtime.session_factory(), runtime.settings(), scan_ids, model_version_id)
+    return {"classified": len(outcome.classified), "failed": len(outcome.failed),
+            "skipped": len(outcome.skipped)}

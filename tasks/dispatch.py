@@ -1,0 +1,134 @@
+"""What the web calls after committing a job: reuse stored predictions, then enqueue the rest."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Sequence
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from db.base import utcnow
+from db.models import Job, Prediction, Scan
+from tasks.jobs import refresh_job
+from tasks.store import insert_predictions
+from tasks.versions import active_version
+
+logger = logging.getLogger(__name__)
+
+WAITING_FOR_MODEL = ("waiting for a trained model: no active model version yet. Register one with "
+                     "`flask --app web register-model BUNDLE_DIR --activate` or start a training run; "
+                     "this job starts by itself once a version is active.")
+_IN_CHUNK = 500  # keeps IN (...) lists well under database parameter limits
+_senders: dict[str, Celery] = {}
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def celery_for(settings: Settings) -> Celery:
+    """The Celery app to send with: the current one if it is ours for this broker, else a cached one."""
+    from celery import current_app
+
+    from workers.app import APP_NAME, create_celery
+
+    app = current_app._get_current_object()
+    if app.main == APP_NAME and app.conf.broker_url == settings.celery_broker_url:
+        return app
+    url = settings.celery_broker_url
+    if url not in _senders:
+        _senders[url] = create_celery(settings)
+    return _senders[url]
+
+
+def reuse_predictions(session: Session, scans: Sequence[Scan], model_version_id: int) -> list[Scan]:
+    """Copy stored predictions of identical content (sha256 + frame) onto `scans`; return those reused."""
+    wanted = {(s.sha256, s.frame) for s in scans}
+    donors: dict[tuple[str, int], int] = {}
+    for shas in _chunks(sorted({sha for sha, _ in wanted}), _IN_CHUNK):
+        # A donor must carry the ensemble row, i.e. a complete set written by a worker.
+        found = session.execute(
+            select(Scan.id, Scan.sha256, Scan.frame).join(Prediction, Prediction.scan_id == Scan.id)
+            .where(Scan.sha256.in_(shas), Scan.status == "classified",
+                   Prediction.model_version_id == model_version_id, Prediction.model_name == "ensemble")
+            .order_by(Scan.id)).all()
+        for scan_id, sha, frame in found:
+            donors.setdefault((sha, frame), scan_id)
+    donors = {key: scan_id for key, scan_id in donors.items() if key in wanted}
+    if not donors:
+        return []
+    stored: dict[int, list[Prediction]] = {}
+    for ids in _chunks(sorted(set(donors.values())), _IN_CHUNK):
+        for pred in session.execute(select(Prediction).where(
+                Prediction.scan_id.in_(ids), Prediction.model_version_id == model_version_id)).scalars():
+            stored.setdefault(pred.scan_id, []).append(pred)
+    reused, rows, now = [], [], utcnow()
+    for scan in scans:
+        donor = donors.get((scan.sha256, scan.frame))
+        if donor is None or donor == scan.id:
+            continue
+        rows.extend(dict(scan_id=scan.id, model_version_id=model_version_id, model_name=p.model_name,
+                         label=p.label, confidence=p.confidence, probabilities=p.probabilities,
+                         agreement=p.agreement, latency_ms=None) for p in stored[donor])
+        scan.status, scan.reused, scan.error = "classified", True, ""
+        scan.model_version_id, scan.classified_at = model_version_id, now
+        reused.append(scan)
+    insert_predictions(session, rows)
+    return reused
+
+
+def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: Settings,
+                 scan_ids: Sequence[int] | None = None) -> None:
+    """Reuse what is stored, commit, then enqueue classify_batch tasks for the job's queued scans.
+
+    `scan_ids` limits the work to scans just added (multi-request uploads), so scans
+    already enqueued by an earlier request are not sent twice.
+    """
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LookupError(f"job {job_id} does not exist")
+        version = active_version(session)
+        if version is None:
+            job.status_detail = WAITING_FOR_MODEL
+            refresh_job(session, job_id)
+            session.commit()
+            logger.info("job %s waits: no active model version", job_id)
+            return
+        query = select(Scan).where(Scan.job_id == job_id, Scan.status == "queued").order_by(Scan.id)
+        scans = list(session.execute(query).scalars())
+        if scan_ids is not None:
+            keep = set(scan_ids)
+            scans = [s for s in scans if s.id in keep]
+        reused = reuse_predictions(session, scans, version.id)
+        job.status_detail = ""
+        refresh_job(session, job_id)
+        version_id = version.id
+        todo = [s.id for s in scans if s.status == "queued"]
+        session.commit()
+    app = celery_for(settings)
+    for chunk in _chunks(todo, settings.inference_batch_size):
+        app.send_task("tasks.classify_batch", args=[list(chunk), version_id], queue="inference")
+    logger.info("job %s: %d scans reused, %d enqueued for model version %s",
+                job_id, len(reused), len(todo), version_id)
+
+
+def dispatch_waiting_jobs(session_factory: sessionmaker[Session], settings: Settings) -> int:
+    """Dispatch every job that was waiting for an active model version; return how many."""
+    with session_factory() as session:
+        waiting = list(session.execute(
+            select(Job.id).where(Job.status != "done", Job.status_detail != "").order_by(Job.id)).scalars())
+    for job_id in waiting:
+        dispatch_job(session_factory, job_id, settings)
+    return len(waiting)
+
+
+def enqueue_training(run_id: int, settings: Settings | None = None) -> None:
+    """Queue tasks.train_model for a committed TrainingRun on the 'training' queue."""
+    from celery import current_app
+
+    app = celery_for(settings) if settings is not None else current_app
+    app.send_task("tasks.train_model", args=[run_id], queue="training")

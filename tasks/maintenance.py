@@ -1,0 +1,13 @@
+"""Maintenance tasks on the 'default' queue."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from tasks import runtime
+from tasks.dispatch import dispatch_waiting_jobs
+
+
+@shared_task(name="tasks.dispatch_waiting_jobs")
+def dispatch_waiting() -> int:
+    """Celery task: dispatch jobs that were waiting for an active model version."""
+    return dispatch_waiting_jobs(runtime.session_factory(), runtime.settings())

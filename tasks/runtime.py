@@ -1,0 +1,137 @@
+"""Per-process resources of a worker: settings, the DB session factory and the inference engine.
+
+Everything is created lazily in the process that uses it. After a fork the
+inherited DB pool is thrown away (its sockets belong to the parent), and the
+inference engine, cached per model version, is only ever built in the process
+that runs the task, so TensorFlow never loads in the parent of a prefork pool.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings, load_settings
+from db.session import make_engine, make_session_factory
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_db: tuple[int, Engine, sessionmaker[Session]] | None = None
+# model_version_id -> InferenceEngine; only the newest version is kept (a model is ~hundreds of MB).
+_engines: dict[int, Any] = {}
+_devices_configured = False
+
+
+def settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    global _settings
+    if _settings is None:
+        # Workers sign nothing, so they run without SECRET_KEY (the web requires it).
+        _settings = load_settings(overrides={"secret_key": ""})
+    return _settings
+
+
+def session_factory() -> sessionmaker[Session]:
+    """This process's session factory (a new engine after a fork)."""
+    global _db
+    with _lock:
+        if _db is None or _db[0] != os.getpid():
+            engine = make_engine(settings().database_url)
+            _db = (os.getpid(), engine, make_session_factory(engine))
+        return _db[2]
+
+
+def reset_after_fork() -> None:
+    """Forget the parent's DB engine without closing its sockets (they are the parent's)."""
+    global _db
+    if _db is not None:
+        _db[1].dispose(close=False)
+    _db = None
+
+
+def shutdown() -> None:
+    """Close this process's DB pool."""
+    global _db
+    if _db is not None and _db[0] == os.getpid():
+        _db[1].dispose()
+    _db = None
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU advertises AVX512-BF16 or AMX (bfloat16 matmuls run natively)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def gpu_count() -> int:
+    """How many GPUs the Keras backend sees (imports the backend: call it in workers only)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return sum(1 for d in jax.devices() if d.platform == "gpu")
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def configure_devices() -> None:
+    """Turn on GPU memory growth (TensorFlow) before any model is built in this process."""
+    global _devices_configured
+    if _devices_configured:
+        return
+    _devices_configured = True
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError as exc:  # already initialised; harmless
+                logger.warning("could not enable memory growth on %s: %s", gpu.name, exc)
+
+
+def resolve_precision(setting: str) -> str:
+    """INFERENCE_PRECISION → the engine's precision: 'auto' picks bfloat16 on bf16 CPUs or GPUs."""
+    if setting in ("float32", "bfloat16"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"unknown inference precision {setting!r}")
+    return "bfloat16" if cpu_supports_bf16() or gpu_count() > 0 else "float32"
+
+
+def engine_for(model_version_id: int, bundle_path: str | Path, conf: Settings | None = None) -> Any:
+    """The InferenceEngine for a model version, loaded (and verified) once per process."""
+    conf = conf or settings()
+    with _lock:
+        engine = _engines.get(model_version_id)
+        if engine is not None:
+            return engine
+        configure_devices()
+        from models.engine import InferenceEngine
+
+        precision = resolve_precision(conf.inference_precision)
+        logger.info("loading model version %s from %s (%s)", model_version_id, bundle_path, precision)
+        engine = InferenceEngine.from_bundle(bundle_path, precision=precision,
+                                             batch_size=conf.inference_batch_size)
+        _engines.clear()
+        _engines[model_version_id] = engine
+        return engine

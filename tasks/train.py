@@ -1,0 +1,184 @@
+"""tasks.train_model / tasks.scheduled_retrain: train a bundle, register it, gate, promote, dispatch."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from db.base import utcnow
+from db.models import ModelVersion, TrainingRun
+from tasks import runtime
+from tasks.dispatch import dispatch_waiting_jobs
+from tasks.versions import activate_version, active_version, ensemble_accuracy, register_bundle
+
+logger = logging.getLogger(__name__)
+
+# TrainOptions fields a training run's params may set; data and output come from the settings.
+ALLOWED_PARAMS = ("models", "epochs", "image_size", "batch_size", "backbone_weights", "seed", "views",
+                  "cnn_variant", "cnn_epochs", "val_fraction")
+_LOG_LINES = 300
+_PROGRESS_EVERY_S = 2.0
+
+
+class ProgressWriter:
+    """The train_bundle progress callback: stage, fraction and log lines onto the TrainingRun row."""
+
+    def __init__(self, session_factory: sessionmaker[Session], run_id: int) -> None:
+        """Write progress of run `run_id` with short transactions of its own."""
+        self.session_factory, self.run_id = session_factory, run_id
+        self.last_write, self.last_stage = 0.0, None
+        self.pending: list[str] = []
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        """Record one progress report; written at most every couple of seconds unless the stage changes."""
+        if message:
+            self.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [{stage}] {message}")
+        now = time.monotonic()
+        if stage == self.last_stage and now - self.last_write < _PROGRESS_EVERY_S and fraction < 1.0:
+            return
+        self.write(stage=stage, progress=float(fraction))
+        self.last_write, self.last_stage = now, stage
+
+    def write(self, **fields: Any) -> None:
+        """Flush pending log lines plus `fields` to the row."""
+        with self.session_factory() as session:
+            run = session.get(TrainingRun, self.run_id)
+            if run is None:
+                return
+            for name, value in fields.items():
+                setattr(run, name, value)
+            if self.pending:
+                lines = (run.log.splitlines() if run.log else []) + self.pending
+                run.log = "\n".join(lines[-_LOG_LINES:])
+                self.pending = []
+            session.commit()
+
+
+def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any:
+    """TrainOptions for a run: its params (whitelisted) over the recipe's defaults."""
+    from training.recipe import TrainOptions
+
+    if settings.training_data_dir is None:
+        raise RuntimeError("TRAINING_DATA_DIR is not set: point it at a labelled folder "
+                           "(one subfolder per class) or a .zip of one")
+    if not Path(settings.training_data_dir).exists():
+        raise RuntimeError(f"TRAINING_DATA_DIR {settings.training_data_dir} does not exist")
+    params = dict(run.params or {})
+    unknown = sorted(set(params) - set(ALLOWED_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
+    if "models" in params:
+        params["models"] = tuple(params["models"])
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    return TrainOptions(data=settings.training_data_dir, out=out_dir,
+                        **{k: v for k, v in params.items() if k in names})
+
+
+def gate(candidate: ModelVersion, active: ModelVersion | None) -> tuple[bool, str]:
+    """Promote when there is no active version or the candidate's ensemble accuracy is not lower."""
+    if active is None:
+        return True, "no active version"
+    new, old = ensemble_accuracy(candidate.metrics), ensemble_accuracy(active.metrics)
+    if new is None:
+        return False, "candidate has no validation ensemble accuracy"
+    if old is None:
+        return True, f"candidate {new:.4f}; active version {active.id} has no recorded accuracy"
+    verdict = "promoted" if new >= old else "kept active"
+    return new >= old, f"{verdict}: candidate {new:.4f} vs active version {active.id} {old:.4f}"
+
+
+def run_training(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
+    """Train, register, gate and maybe activate for one TrainingRun; return the new version id."""
+    from training.recipe import train_bundle
+
+    with session_factory() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise LookupError(f"training run {run_id} does not exist")
+        if run.status in ("succeeded", "failed"):
+            logger.info("training run %s already %s; nothing to do", run_id, run.status)
+            return run.model_version_id
+        # A run found 'running' was interrupted (its worker died); it starts again.
+        run.status, run.started, run.error, run.stage, run.progress = "running", utcnow(), "", "start", 0.0
+        session.commit()
+    progress = ProgressWriter(session_factory, run_id)
+    try:
+        with session_factory() as session:
+            run = session.get(TrainingRun, run_id)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            out_dir = settings.bundles_dir / f"{stamp}-run{run_id}"
+            options = training_options(run, settings, out_dir)
+        settings.bundles_dir.mkdir(parents=True, exist_ok=True)
+        progress("start", 0.0, f"training into {out_dir}")
+        train_bundle(options, progress)
+        with session_factory() as session:
+            version = register_bundle(session, out_dir, training_run_id=run_id)
+            promote, reason = gate(version, active_version(session))
+            if promote:
+                activate_version(session, version)
+            run = session.get(TrainingRun, run_id)
+            run.status, run.stage, run.progress, run.finished = "succeeded", "done", 1.0, utcnow()
+            progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [gate] {reason}")
+            run.log = "\n".join(((run.log.splitlines() if run.log else []) + progress.pending)[-_LOG_LINES:])
+            progress.pending = []
+            version_id = version.id
+            session.commit()
+        logger.info("training run %s → model version %s (%s)", run_id, version_id, reason)
+    except Exception as exc:
+        logger.exception("training run %s failed", run_id)
+        progress.write(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utcnow())
+        return None
+    if promote:
+        dispatch_waiting_jobs(session_factory, settings)
+    return version_id
+
+
+def create_scheduled_run(session_factory: sessionmaker[Session], settings: Settings) -> int | None:
+    """Create a TrainingRun(trigger='schedule') unless one is queued/running or there is no data."""
+    if settings.training_data_dir is None or not Path(settings.training_data_dir).exists():
+        logger.info("scheduled retraining skipped: TRAINING_DATA_DIR is not set or missing")
+        return None
+    with session_factory() as session:
+        busy = session.execute(select(TrainingRun).where(
+            TrainingRun.status.in_(("queued", "running")))).scalars().all()
+        stale_before = utcnow() - timedelta(seconds=settings.task_visibility_timeout_s)
+        for run in busy:
+            started = run.started or run.created
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=timezone.utc)
+            if started < stale_before:
+                run.status, run.error, run.finished = "failed", "interrupted: no progress for too long", utcnow()
+        if any(run.status in ("queued", "running") for run in busy):
+            session.commit()
+            logger.info("scheduled retraining skipped: a training run is already queued or running")
+            return None
+        run = TrainingRun(trigger="schedule", status="queued")
+        session.add(run)
+        session.commit()
+        return run.id
+
+
+@shared_task(name="tasks.train_model")
+def train_model(run_id: int) -> int | None:
+    """Celery task: run one queued TrainingRun end to end."""
+    return run_training(runtime.session_factory(), runtime.settings(), run_id)
+
+
+@shared_task(name="tasks.scheduled_retrain")
+def scheduled_retrain() -> int | None:
+    """Celery beat task: queue and run a retraining on the current training data."""
+    factory, settings = runtime.session_factory(), runtime.settings()
+    run_id = create_scheduled_run(factory, settings)
+    if run_id is None:
+        return None
+    # Already on the training queue: run it here rather than queue a second message.
+    run_training(factory, settings, run_id)
+    return run_id
