@@ -1,0 +1,87 @@
+"""models.bundle: round trip, and refusal of tampered, missing or unlisted files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, bundle_digest, load_bundle, verify_bundle
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny bundle that a test may damage."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "copy"))
+
+
+def test_manifest_contents(tiny_bundle):
+    manifest = verify_bundle(tiny_bundle)
+    assert manifest["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    assert manifest["image_size"] == 32 and manifest["format_version"] == 1
+    assert set(manifest["files"]) == {
+        "resnet50.keras", "vgg16.keras", "custom_cnn.keras",
+        "svm.joblib", "random_forest.joblib", "label_encoder.joblib",
+    }
+    assert all(len(h) == 64 for h in manifest["files"].values())
+    assert "keras" in manifest["packages"] and "scikit-learn" in manifest["packages"]
+    assert manifest["backbone_weights"]["resnet50"]["mode"] == "none"
+
+
+def test_round_trip_loads_equal_models(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.model_names == ["resnet50", "vgg16", "custom_cnn", "svm", "random_forest"]
+    assert list(bundle.label_encoder.classes_) == bundle.classes
+    assert bundle.digest == bundle_digest(tiny_bundle)
+    again = load_bundle(tiny_bundle)
+    for name, model in bundle.networks.items():
+        for a, b in zip(model.get_weights(), again.networks[name].get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("victim", ["svm.joblib", "resnet50.keras", "label_encoder.joblib"])
+def test_tampered_file_is_refused(bundle_copy, victim):
+    path = bundle_copy / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=victim.replace(".", r"\.")):
+        verify_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy):
+    (bundle_copy / "random_forest.joblib").unlink()
+    with pytest.raises(BundleError, match="random_forest.joblib.*missing"):
+        load_bundle(bundle_copy)
+
+
+def test_unlisted_model_file_is_refused(bundle_copy):
+    (bundle_copy / "extra.joblib").write_bytes(b"anything")
+    with pytest.raises(BundleError, match="extra.joblib.*not listed"):
+        load_bundle(bundle_copy)
+
+
+def test_plots_beside_a_bundle_are_allowed(bundle_copy):
+    (bundle_copy / "history.png").write_bytes(b"\x89PNG")
+    assert verify_bundle(bundle_copy)["image_size"] == 32
+
+
+def test_manifest_edit_changes_digest_and_path_escape_refused(bundle_copy):
+    before = bundle_digest(bundle_copy)
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["files"]["../outside.joblib"] = "0" * 64
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert bundle_digest(bundle_copy) != before
+    with pytest.raises(BundleError, match="invalid file name"):
+        verify_bundle(bundle_copy)
+
+
+def test_missing_manifest(bundle_copy):
+    (bundle_copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        load_bundle(bundle_copy)

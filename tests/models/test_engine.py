@@ -1,0 +1,100 @@
+"""models.engine: output shape, equality with the per-model path, agreement, bfloat16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.engine import InferenceEngine
+from tests.helpers.tiny_bundle import CLASSES, synthetic_images
+
+MEMBERS = ["resnet50", "vgg16", "custom_cnn", "svm", "random_forest"]
+
+
+@pytest.fixture(scope="module")
+def scans() -> np.ndarray:
+    """Ten synthetic 32 px scans (not a multiple of the batch size on purpose)."""
+    images, _ = synthetic_images(per_class=3, image_size=32, seed=3)
+    return images[:10]
+
+
+def test_output_shape_and_probabilities(tiny_engine, scans):
+    results = tiny_engine.classify(scans)
+    assert len(results) == len(scans)
+    assert tiny_engine.classes == list(CLASSES) and tiny_engine.image_size == 32
+    assert tiny_engine.model_names == MEMBERS
+    for result in results:
+        assert list(result["predictions"]) == MEMBERS
+        for entry in [*result["predictions"].values(), result["ensemble"]]:
+            probs = entry["probabilities"]
+            assert list(probs) == list(CLASSES)
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+            assert entry["label"] == max(probs, key=probs.get)
+        agreement = sum(p["label"] == result["ensemble"]["label"] for p in result["predictions"].values())
+        assert result["ensemble"]["agreement"] == agreement
+        assert 0 <= agreement <= 5
+
+
+def test_engine_equals_separate_per_model_results(tiny_engine, scans):
+    batched = tiny_engine.predict_probabilities(scans)
+    for name in MEMBERS:
+        separate = tiny_engine.predict_model_probabilities(name, scans)
+        np.testing.assert_allclose(batched[name], separate, rtol=1e-4, atol=1e-5, err_msg=name)
+        # One scan at a time gives the same answer as the batch.
+        single = np.concatenate([tiny_engine.predict_model_probabilities(name, s[None]) for s in scans[:3]])
+        np.testing.assert_allclose(batched[name][:3], single, rtol=1e-4, atol=1e-5, err_msg=name)
+    mean = np.mean([batched[n] for n in MEMBERS], axis=0)
+    np.testing.assert_allclose(batched["ensemble"], mean / mean.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_classify_matches_probabilities_and_resizes(tiny_engine, scans):
+    big = [np.kron(s, np.ones((2, 2, 1), dtype=np.uint8)) for s in scans[:4]]  # 64 px inputs
+    results = tiny_engine.classify(big)
+    probs = tiny_engine.predict_probabilities(scans[:4])
+    for i, result in enumerate(results):
+        got = [result["predictions"]["vgg16"]["probabilities"][c] for c in CLASSES]
+        assert np.allclose(got, probs["vgg16"][i], atol=0.05)
+
+
+def test_ensemble_weights_from_manifest(tiny_bundle, scans):
+    from models.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    bundle.ensemble_weights = {"svm": 3.0, "random_forest": 1.0}
+    engine = InferenceEngine(bundle, batch_size=8)
+    probs = engine.predict_probabilities(scans)
+    expected = 0.75 * probs["svm"] + 0.25 * probs["random_forest"]
+    np.testing.assert_allclose(probs["ensemble"], expected / expected.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_never_runs_one_image_at_a_time(tiny_bundle, scans):
+    from models.bundle import load_bundle
+
+    engine = InferenceEngine(load_bundle(tiny_bundle), batch_size=4)
+    seen: list[int] = []
+    forward = engine._batched["vgg16"]
+
+    def counting(x):
+        seen.append(len(x))
+        return forward(x)
+
+    engine._batched["vgg16"] = counting
+    engine.classify(scans)
+    assert seen == [4, 4, 2]
+
+
+def test_bfloat16_path_runs_and_mostly_agrees(tiny_bundle, tiny_engine, scans):
+    engine = InferenceEngine.from_bundle(tiny_bundle, precision="bfloat16", batch_size=8)
+    bf16 = engine.predict_probabilities(scans)
+    fp32 = tiny_engine.predict_probabilities(scans)
+    conv = engine.networks["vgg16"].get_layer("vgg16").get_layer("block1_conv1")
+    assert conv.compute_dtype == "bfloat16"
+    for name in MEMBERS:
+        assert bf16[name].dtype == np.float32
+        np.testing.assert_allclose(bf16[name].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(bf16["custom_cnn"], fp32["custom_cnn"], atol=0.05)
+
+
+def test_unknown_precision(tiny_bundle):
+    with pytest.raises(ValueError):
+        InferenceEngine.from_bundle(tiny_bundle, precision="float8")
