@@ -1,0 +1,157 @@
+"""Upload scans as a job, add to an open job, seal it, read its status and per-scan results."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, jsonify, request, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from db.models import AuditEvent, Job, Scan
+from tasks.dispatch import dispatch_job
+from tasks.jobs import refresh_job
+from web.api import bp
+from web.auth import current_user, require_role
+from web.blobs import BlobStager
+from web.errors import ApiError
+from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
+from web.serialize import job_json, scan_json
+from web.state import app_state, db_session, use_celery
+
+logger = logging.getLogger(__name__)
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+def _require_multipart() -> None:
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type",
+                       "send multipart/form-data with one or more `files` parts (or one .zip)")
+
+
+def _stage_request() -> tuple[BlobStager, list, list]:
+    """Stage the request's files; raise 400 when there are none. The caller must discard the stager."""
+    _require_multipart()
+    settings = app_state().settings
+    files = [f for f in request.files.getlist("files") if f.filename or f.content_length]
+    if not files:
+        raise ApiError(400, "no_files", "the request carries no `files` parts")
+    stager = BlobStager(settings.uploads_dir, settings.data_dir / "tmp")
+    try:
+        incoming = stage_uploads(files, request.form.getlist("paths"), settings, stager)
+        if not incoming:
+            raise ApiError(400, "no_files", "no scan files left after skipping system files "
+                                            "(.DS_Store, Thumbs.db, __MACOSX/)")
+        specs = plan_scans(incoming, settings.max_zip_files)
+    except BaseException:
+        stager.discard()
+        raise
+    return stager, specs, [job_name(incoming, files), "zip" if _all_zips(files) else "upload"]
+
+
+def _all_zips(files: list) -> bool:
+    return all((f.filename or "").lower().endswith(".zip") for f in files)
+
+
+def _dispatch(job_id: int, scan_ids: list[int] | None) -> None:
+    state = app_state()
+    use_celery()
+    dispatch_job(state.session_factory, job_id, state.settings, scan_ids=scan_ids)
+
+
+def _status_url(job_id: int) -> str:
+    return url_for("api.job_status", job_id=job_id)
+
+
+@bp.post("/jobs")
+@require_role("uploader")
+def create_job_route() -> tuple[Response, int, dict[str, str]]:
+    """Upload files (or a zip) as a new job: 202 {id, status_url}; `open=1` keeps it open for more."""
+    keep_open = (request.args.get("open") or request.form.get("open") or "").lower() in TRUE_VALUES
+    stager, specs, (name, source) = _stage_request()
+    session = db_session()
+    try:
+        stager.commit()
+        job, scans = create_job(session, current_user(), specs, sealed=not keep_open, source=source, name=name)
+        refresh_job(session, job.id)
+        session.commit()
+    finally:
+        stager.discard()
+    logger.info("job %s created with %d scans (%s)", job.id, len(scans), "open" if keep_open else "sealed")
+    _dispatch(job.id, [s.id for s in scans])
+    url = _status_url(job.id)
+    return jsonify(id=job.id, status_url=url, total=len(scans), open=keep_open), 202, {"Location": url}
+
+
+def _open_job(job_id: int) -> Job:
+    session = db_session()
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id} does not exist")
+    user = current_user()
+    if job.user_id not in (None, user.id) and user.role != "admin":
+        raise ApiError(403, "forbidden", "only the uploader of a job (or an admin) may change it")
+    if job.sealed:
+        raise ApiError(409, "job_closed", f"job {job_id} is closed; start a new job for more files")
+    return job
+
+
+@bp.post("/jobs/<int:job_id>/files")
+@require_role("uploader")
+def add_files_route(job_id: int) -> tuple[Response, int]:
+    """Add files to an open job (multi-request upload of a large folder)."""
+    _open_job(job_id)
+    db_session().rollback()  # release the row before the (possibly long) staging
+    stager, specs, _ = _stage_request()
+    session = db_session()
+    try:
+        job = _open_job(job_id)
+        stager.commit()
+        scans = add_scans(session, job, specs)
+        refresh_job(session, job_id)
+        session.add(AuditEvent(user_id=current_user().id, action="job.add_files", target=f"job:{job_id}",
+                               detail={"scans": len(scans)}))
+        session.commit()
+    finally:
+        stager.discard()
+    if scans:
+        _dispatch(job_id, [s.id for s in scans])
+    return jsonify(id=job_id, status_url=_status_url(job_id), added=len(scans), total=job.total), 202
+
+
+@bp.post("/jobs/<int:job_id>/close")
+@require_role("uploader")
+def close_job_route(job_id: int) -> Response:
+    """Seal an open job: no more files; it becomes done when every scan is classified or failed."""
+    session = db_session()
+    job = _open_job(job_id)
+    job.sealed = True
+    job = refresh_job(session, job_id)
+    session.add(AuditEvent(user_id=current_user().id, action="job.close", target=f"job:{job_id}"))
+    session.commit()
+    return jsonify(job_json(job))
+
+
+def _get_job(job_id: int) -> Job:
+    job = db_session().get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id} does not exist")
+    return job
+
+
+@bp.get("/jobs/<int:job_id>")
+@require_role("viewer")
+def job_status(job_id: int) -> Response:
+    """Status and counters of one job."""
+    return jsonify(job_json(_get_job(job_id)))
+
+
+@bp.get("/jobs/<int:job_id>/results")
+@require_role("viewer")
+def job_results(job_id: int) -> Response:
+    """Every scan of a job with its five predictions and the ensemble."""
+    job = _get_job(job_id)
+    scans = db_session().execute(select(Scan).where(Scan.job_id == job_id).order_by(Scan.id)
+                                 .options(selectinload(Scan.predictions))).scalars().all()
+    body: dict[str, Any] = {"job": job_json(job), "scans": [scan_json(s, s.predictions) for s in scans]}
+    return jsonify(body)

@@ -1,0 +1,97 @@
+"""Model versions (list, activate/roll back) and training runs (enqueue, progress)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, jsonify, request, url_for
+from sqlalchemy import select
+
+from db.models import AuditEvent, ModelVersion, TrainingRun
+from tasks.dispatch import dispatch_waiting_jobs, enqueue_training
+from tasks.versions import activate_version
+from web.api import bp
+from web.auth import current_user, require_role
+from web.errors import ApiError
+from web.serialize import model_version_json, training_run_json
+from web.state import app_state, db_session, use_celery
+
+logger = logging.getLogger(__name__)
+
+
+@bp.get("/models")
+@require_role("viewer")
+def list_models() -> Response:
+    """Every registered model version, newest first, with the active one named."""
+    versions = db_session().execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()
+    active = next((v.id for v in versions if v.status == "active"), None)
+    return jsonify(models=[model_version_json(v) for v in versions], active=active)
+
+
+@bp.post("/models/<int:version_id>/activate")
+@require_role("reviewer")
+def activate_model(version_id: int) -> Response:
+    """Make a version active (promote a candidate or roll back to a retired one), then start waiting jobs."""
+    session = db_session()
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise ApiError(404, "not_found", f"model version {version_id} does not exist")
+    previous = version.status
+    activate_version(session, version)
+    session.add(AuditEvent(user_id=current_user().id, action="model.activate", target=f"model:{version_id}",
+                           detail={"previous_status": previous}))
+    session.commit()
+    state = app_state()
+    use_celery()
+    dispatched = dispatch_waiting_jobs(state.session_factory, state.settings)
+    logger.info("model version %s activated by %s; %d waiting jobs dispatched",
+                version_id, current_user().name, dispatched)
+    return jsonify(model=model_version_json(version), dispatched_jobs=dispatched)
+
+
+def _training_params(body: Any) -> dict[str, Any]:
+    params = body.get("params", {}) if isinstance(body, dict) else None
+    if not isinstance(params, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+            for k, v in params.items()):
+        raise ApiError(422, "bad_params", 'send JSON {"params": {name: value}} with plain values, or no body')
+    return params
+
+
+@bp.post("/training-runs")
+@require_role("admin")
+def create_training_run() -> tuple[Response, int, dict[str, str]]:
+    """Queue a retraining on the 'training' queue: 202 {id, status_url}."""
+    body = request.get_json(silent=True) if request.content_length else {}
+    if request.content_length and body is None:
+        raise ApiError(415 if not request.is_json else 400, "bad_body", "send a JSON object (or no body)")
+    session = db_session()
+    run = TrainingRun(trigger="manual", status="queued", params=_training_params(body or {}),
+                      user_id=current_user().id)
+    session.add(run)
+    session.flush()
+    session.add(AuditEvent(user_id=current_user().id, action="training.enqueue", target=f"run:{run.id}",
+                           detail={"params": run.params}))
+    session.commit()
+    use_celery()
+    enqueue_training(run.id, app_state().settings)
+    url = url_for("api.training_run", run_id=run.id)
+    return jsonify(id=run.id, status_url=url), 202, {"Location": url}
+
+
+@bp.get("/training-runs/<int:run_id>")
+@require_role("viewer")
+def training_run(run_id: int) -> Response:
+    """Progress, stage, log tail and resulting model version of a training run."""
+    run = db_session().get(TrainingRun, run_id)
+    if run is None:
+        raise ApiError(404, "not_found", f"training run {run_id} does not exist")
+    return jsonify(training_run_json(run))
+
+
+@bp.get("/training-runs")
+@require_role("viewer")
+def list_training_runs() -> Response:
+    """The latest training runs, newest first."""
+    runs = db_session().execute(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(50)).scalars()
+    return jsonify(training_runs=[training_run_json(r) for r in runs])

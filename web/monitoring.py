@@ -1,0 +1,160 @@
+"""/healthz (open) and /metrics (Prometheus text), both computed at request time from DB and broker.
+
+Metrics are read from the database and Redis on every scrape rather than kept in
+process memory, so any number of web processes report the same figures.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import case, func, select, text
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
+from web.auth import require_role
+from web.state import app_state
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("monitoring", __name__)
+QUEUES = ("inference", "training", "default")
+# kombu's Redis transport keeps priority levels 3/6/9 in sibling lists named queue\x06\x16<n>.
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BROKER_TIMEOUT_S = 1.0
+
+
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Messages waiting per queue in the broker (Redis lists, or filesystem transport files)."""
+    url = settings.celery_broker_url
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=BROKER_TIMEOUT_S,
+                                      socket_connect_timeout=BROKER_TIMEOUT_S)
+        try:
+            pipe = client.pipeline()
+            for queue in QUEUES:
+                for suffix in PRIORITY_SUFFIXES:
+                    pipe.llen(queue + suffix)
+            counts = pipe.execute()
+        finally:
+            client.close()
+        per = len(PRIORITY_SUFFIXES)
+        return {q: int(sum(counts[i * per:(i + 1) * per])) for i, q in enumerate(QUEUES)}
+    if url.startswith("filesystem://"):
+        folder = Path(settings.data_dir) / "broker" / "queue"
+        names = [p.name for p in folder.glob("*.msg")] if folder.is_dir() else []
+        return {q: sum(1 for n in names if n.endswith(f".{q}.msg")) for q in QUEUES}
+    raise RuntimeError(f"queue depth is not available for broker {url.split(':', 1)[0]}")
+
+
+def broker_status(settings: Settings) -> str:
+    """'ok' when the broker answers, else a short reason."""
+    try:
+        queue_depths(settings)
+    except Exception as exc:  # any failure means "not reachable" for a health probe
+        return f"unreachable: {exc.__class__.__name__}: {exc}"[:300]
+    return "ok"
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Liveness: 200 when the database answers (503 otherwise); the broker is reported, not required."""
+    state = app_state()
+    database = "ok"
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        logger.warning("health check: database unreachable: %s", exc)
+        database = f"unreachable: {exc.__class__.__name__}"
+    body = {"status": "ok" if database == "ok" else "error", "database": database,
+            "broker": broker_status(state.settings)}
+    return jsonify(body), 200 if database == "ok" else 503
+
+
+class ServiceCollector(Collector):
+    """Reads counts and latencies from the database and queue depths from the broker."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    def collect(self) -> Iterator:
+        """Yield every metric family."""
+        yield from self._queues()
+        session = self.session
+        scans = dict(session.execute(select(Scan.status, func.count(Scan.id)).group_by(Scan.status)).all())
+        gauge = GaugeMetricFamily("mri_scans", "Scans by status", labels=["status"])
+        for status in ("queued", "classified", "failed"):
+            gauge.add_metric([status], scans.get(status, 0))
+        yield gauge
+        yield CounterMetricFamily("mri_scans_classified", "Scans classified", value=scans.get("classified", 0))
+        yield CounterMetricFamily("mri_scans_failed", "Scans that failed with a reason",
+                                  value=scans.get("failed", 0))
+        reused = session.scalar(select(func.count(Scan.id)).where(Scan.reused.is_(True))) or 0
+        yield CounterMetricFamily("mri_scans_reused", "Scans answered from stored predictions", value=reused)
+        jobs = dict(session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
+        gauge = GaugeMetricFamily("mri_jobs", "Jobs by status", labels=["status"])
+        for status in ("queued", "running", "done"):
+            gauge.add_metric([status], jobs.get(status, 0))
+        yield gauge
+        runs = dict(session.execute(select(TrainingRun.status, func.count(TrainingRun.id))
+                                    .group_by(TrainingRun.status)).all())
+        gauge = GaugeMetricFamily("mri_training_runs", "Training runs by status", labels=["status"])
+        for status in ("queued", "running", "succeeded", "failed"):
+            gauge.add_metric([status], runs.get(status, 0))
+        yield gauge
+        active = session.scalar(select(ModelVersion.id).where(ModelVersion.status == "active")
+                                .order_by(ModelVersion.id.desc()).limit(1))
+        yield GaugeMetricFamily("mri_active_model_version", "Id of the active model version (0: none)",
+                                value=active or 0)
+        yield self._latency()
+
+    def _queues(self) -> Iterator:
+        up = GaugeMetricFamily("mri_broker_up", "1 when the broker answered this scrape")
+        depth = GaugeMetricFamily("mri_queue_depth", "Messages waiting in a broker queue", labels=["queue"])
+        try:
+            depths = queue_depths(self.settings)
+        except Exception as exc:
+            logger.warning("metrics: broker unreachable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for queue, count in depths.items():
+            depth.add_metric([queue], count)
+        yield up
+        yield depth
+
+    def _latency(self) -> HistogramMetricFamily:
+        # One ensemble row per computed scan carries the per-scan share of its batch's time.
+        seconds = Prediction.latency_ms / 1000.0
+        columns = [func.count(Prediction.id), func.coalesce(func.sum(seconds), 0.0)]
+        columns += [func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in LATENCY_BUCKETS_S]
+        row = self.session.execute(select(*columns).where(Prediction.model_name == "ensemble",
+                                                          Prediction.latency_ms.is_not(None))).one()
+        count, total, *cumulative = row
+        buckets = [(str(b), int(c)) for b, c in zip(LATENCY_BUCKETS_S, cumulative)] + [("+Inf", int(count))]
+        return HistogramMetricFamily("mri_scan_inference_seconds",
+                                     "Per-scan inference time (batch time / batch size) of computed scans",
+                                     buckets=buckets, sum_value=float(total))
+
+
+@bp.get("/metrics")
+@require_role("viewer")
+def metrics() -> Response:
+    """Prometheus text exposition."""
+    state = app_state()
+    registry = CollectorRegistry(auto_describe=False)
+    with state.session_factory() as session:
+        registry.register(ServiceCollector(session, state.settings))
+        payload = generate_latest(registry)
+    return Response(payload, mimetype="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,171 @@
+"""The stored-results query behind GET /api/v1/results, the /results page and the CSV export."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from db.models import ModelVersion, Prediction, Scan
+from web.errors import ApiError
+from web.serialize import ENSEMBLE, MODEL_NAMES, iso
+
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 1000
+CSV_BATCH = 500
+# Spreadsheets run cells starting with these as formulas; paths come from uploaders.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Validated filters and paging of a results query."""
+
+    model: str = ENSEMBLE
+    label: str | None = None
+    min_confidence: float | None = None
+    study: str | None = None
+    job: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = DEFAULT_PER_PAGE
+    offset: int = 0
+
+
+def _int_arg(args: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_filter", f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ApiError(400, "bad_filter", f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _time_arg(args: Mapping[str, str], name: str) -> datetime | None:
+    raw = args.get(name)
+    if not raw:
+        return None
+    text = raw.strip().replace("Z", "+00:00")
+    # An unescaped '+' of an offset arrives as a space in a query string.
+    for candidate in (text, text[:-6] + "+" + text[-5:] if text[-6:-5] == " " else text):
+        try:
+            value = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    else:
+        raise ApiError(400, "bad_filter", f"{name} must be an ISO 8601 date or time, got {raw!r}")
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def parse_filter(args: Mapping[str, str]) -> ResultFilter:
+    """Read filters from query arguments; 400 with a plain reason for a bad one."""
+    model = args.get("model") or ENSEMBLE
+    if model not in (*MODEL_NAMES, ENSEMBLE):
+        raise ApiError(400, "bad_filter", f"model must be one of {', '.join((*MODEL_NAMES, ENSEMBLE))}")
+    min_conf = None
+    if args.get("min_confidence") not in (None, ""):
+        try:
+            min_conf = float(args["min_confidence"])
+        except ValueError:
+            min_conf = -1.0
+        if not 0.0 <= min_conf <= 1.0:
+            raise ApiError(400, "bad_filter", "min_confidence must be a number between 0 and 1")
+    if "limit" in args or "offset" in args:
+        limit = _int_arg(args, "limit", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+        offset = _int_arg(args, "offset", 0, 0)
+    else:
+        limit = _int_arg(args, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+        offset = (_int_arg(args, "page", 1, 1) - 1) * limit
+    return ResultFilter(model=model, label=args.get("label") or None, min_confidence=min_conf,
+                        study=args.get("study") or None,
+                        job=_int_arg(args, "job", 0, 1) if args.get("job") else None,
+                        since=_time_arg(args, "since"), until=_time_arg(args, "until"),
+                        limit=limit, offset=offset)
+
+
+def _base_query(flt: ResultFilter, columns: tuple) -> Select:
+    query = (select(*columns).join(Scan, Scan.id == Prediction.scan_id)
+             .where(Prediction.model_name == flt.model, Scan.status == "classified",
+                    # only the version that classified the scan, so re-runs never show twice
+                    Prediction.model_version_id == Scan.model_version_id))
+    if flt.label:
+        query = query.where(Prediction.label == flt.label)
+    if flt.min_confidence is not None:
+        query = query.where(Prediction.confidence >= flt.min_confidence)
+    if flt.study:
+        query = query.where(Scan.study == flt.study)
+    if flt.job is not None:
+        query = query.where(Scan.job_id == flt.job)
+    if flt.since is not None:
+        query = query.where(Scan.classified_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(Scan.classified_at <= flt.until)
+    return query
+
+
+_ROW_COLUMNS = (Scan.id, Scan.job_id, Scan.path, Scan.study, Scan.frame, Scan.classified_at, Scan.reused,
+                Prediction.model_name, Prediction.model_version_id, Prediction.label, Prediction.confidence,
+                Prediction.probabilities, Prediction.agreement)
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    return {"scan_id": row[0], "job_id": row[1], "path": row[2], "study": row[3], "frame": row[4],
+            "classified": iso(row[5]), "reused": row[6], "model": row[7], "model_version": row[8],
+            "label": row[9], "confidence": row[10], "probabilities": row[11], "agreement": row[12]}
+
+
+def query_results(session: Session, flt: ResultFilter) -> dict[str, Any]:
+    """One page of results plus the total count."""
+    total = session.scalar(_base_query(flt, (func.count(Prediction.id),)))
+    rows = session.execute(_base_query(flt, _ROW_COLUMNS).order_by(Scan.id.desc())
+                           .limit(flt.limit).offset(flt.offset)).all()
+    return {"total": int(total or 0), "limit": flt.limit, "offset": flt.offset,
+            "page": flt.offset // flt.limit + 1, "per_page": flt.limit, "model": flt.model,
+            "results": [_row_json(r) for r in rows]}
+
+
+def known_classes(session: Session) -> list[str]:
+    """Class names over every model version, in manifest order (CSV probability columns)."""
+    classes: list[str] = []
+    for manifest in session.execute(select(ModelVersion.manifest).order_by(ModelVersion.id)).scalars():
+        for name in (manifest or {}).get("classes", []):
+            if name not in classes:
+                classes.append(name)
+    return classes
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
+    """Every matching row as CSV text, produced in batches so large exports stream."""
+    classes = known_classes(session)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["scan_id", "job_id", "path", "study", "frame", "classified", "reused", "model",
+                     "model_version", "label", "confidence", "agreement", *[f"p_{c}" for c in classes]])
+    yield buffer.getvalue()
+    query = _base_query(flt, _ROW_COLUMNS).order_by(Scan.id.desc()).execution_options(yield_per=CSV_BATCH)
+    for partition in session.execute(query).partitions(CSV_BATCH):
+        buffer.seek(0)
+        buffer.truncate()
+        for row in partition:
+            probs = row[11] or {}
+            writer.writerow([row[0], row[1], _cell(row[2]), _cell(row[3]), row[4], iso(row[5]),
+                             int(bool(row[6])), row[7], row[8], row[9], f"{row[10]:.6f}",
+                             "" if row[12] is None else row[12],
+                             *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
+        yield buffer.getvalue()

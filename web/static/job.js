@@ -1,0 +1,63 @@
+// Poll the job's JSON until it is done, then render the per-scan results table.
+(function () {
+  const box = document.getElementById("job");
+  const names = window.MODEL_NAMES || [];
+  const el = (id) => document.getElementById(id);
+
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "" : String(text);
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  function renderScans(scans) {
+    const body = document.querySelector("#scans tbody");
+    body.replaceChildren();
+    for (const scan of scans) {
+      const tr = document.createElement("tr");
+      const ens = scan.ensemble || {};
+      tr.append(cell(scan.path + (scan.frame ? ` [${scan.frame}]` : "")), cell(scan.study),
+                cell(scan.status + (scan.reused ? " (reused)" : ""), "status " + scan.status),
+                cell(ens.label, "label"), cell(ens.confidence !== undefined ? ens.confidence.toFixed(3) : ""),
+                cell(ens.agreement !== undefined && ens.agreement !== null ? `${ens.agreement}/${names.length}` : ""));
+      for (const name of names) {
+        const p = (scan.predictions || {})[name];
+        tr.append(cell(p ? `${p.label} (${p.confidence.toFixed(2)})` : ""));
+      }
+      tr.append(cell(scan.error, "error"));
+      body.append(tr);
+    }
+    if (!scans.length) body.innerHTML = '<tr><td class="muted">No scans.</td></tr>';
+  }
+
+  async function results() {
+    const response = await fetch(box.dataset.resultsUrl, {credentials: "same-origin"});
+    if (response.ok) renderScans((await response.json()).scans);
+  }
+
+  async function poll() {
+    let job;
+    try {
+      const response = await fetch(box.dataset.statusUrl, {credentials: "same-origin"});
+      job = await response.json();
+      if (!response.ok) throw new Error(job.detail || response.statusText);
+    } catch (error) {
+      el("job-detail").hidden = false;
+      el("job-detail").textContent = "Cannot read the job status: " + error.message + " (retrying)";
+      setTimeout(poll, 5000);
+      return;
+    }
+    el("job-status").textContent = job.status;
+    el("job-status").className = "status " + job.status;
+    el("job-counts").textContent = `${job.done} classified, ${job.failed} failed of ${job.total}` +
+      (job.reused ? ` (${job.reused} reused)` : "");
+    el("job-progress").value = job.progress;
+    el("job-detail").hidden = !job.detail;
+    el("job-detail").textContent = job.detail || "";
+    if (job.status === "done") { await results(); return; }
+    setTimeout(poll, job.total > 2000 ? 3000 : 1000);
+  }
+
+  results().then(poll);
+})();
