@@ -1,0 +1,1 @@
+"""Operations scripts: the local runner behind `make run` and its helpers."""

@@ -1,0 +1,121 @@
+"""Start long-running children in their own process groups and stop every one of them.
+
+Each child leads a new session, so a terminal's Ctrl-C reaches only the runner, which
+then stops the children in reverse start order: SIGTERM to the whole group (gunicorn
+workers, celery pool children included), then SIGKILL for whatever outlives the grace
+period. A group counts as stopped only when no process in it is left.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    """One supervised process group."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen
+    log_path: Path | None
+    log_handle: IO | None = field(default=None, repr=False)
+
+    @property
+    def pgid(self) -> int:
+        """The process group id (the child leads its own group)."""
+        return self.process.pid
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` exists (zombies of ours are reaped first)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - only if the id was reused by another user
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Supervisor:
+    """Owns the children of one local run."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], log_path: Path | None = None,
+              cwd: str | Path | None = None) -> Child:
+        """Start ``argv`` in a new session; its output goes to ``log_path`` (or is inherited)."""
+        handle = open(log_path, "ab", buffering=0) if log_path else None
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                   stdout=handle, stderr=subprocess.STDOUT if handle else None,
+                                   start_new_session=True)
+        child = Child(name, argv, process, log_path, handle)
+        self.children.append(child)
+        logger.debug("started %s (pid %s): %s", name, process.pid, " ".join(argv))
+        return child
+
+    def exited(self) -> Child | None:
+        """The first child whose leader has exited, if any."""
+        for child in self.children:
+            if child.process.poll() is not None:
+                return child
+        return None
+
+    def stop_all(self, grace_s: float = 15.0, first_signal: int = signal.SIGTERM) -> list[str]:
+        """Stop every child group, newest first; return the names that needed SIGKILL."""
+        killed: list[str] = []
+        for child in reversed(self.children):
+            if not self._stop(child, grace_s, first_signal):
+                killed.append(child.name)
+        for child in self.children:
+            if child.log_handle:
+                child.log_handle.close()
+        self.children.clear()
+        return killed
+
+    def _stop(self, child: Child, grace_s: float, first_signal: int) -> bool:
+        _signal_group(child.pgid, first_signal)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            child.process.poll()  # reap the leader so it does not linger as a zombie
+            if not group_alive(child.pgid):
+                return True
+            time.sleep(0.1)
+        logger.warning("%s did not stop within %.0f s; killing its process group", child.name, grace_s)
+        _signal_group(child.pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            child.process.poll()
+            if not group_alive(child.pgid):
+                break
+            time.sleep(0.1)
+        return False
+
+
+def tail(path: Path | None, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file ('' if there is none)."""
+    if path is None or not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64 * 1024))
+        text = handle.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,287 @@
+"""`make run`: bring the whole service up on one machine and stop all of it on Ctrl-C.
+
+Steps: DATA_DIR and its secret key, a broker (a Redis that answers, a private
+redis-server, or Celery's filesystem transport), migrations, then web, worker and beat
+in their own process groups; an admin token; and, when TRAINING_DATA_DIR holds a
+labelled folder and nothing is trained or training yet, a first training run.
+Run it with the project's virtualenv Python (the Makefile does).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python scripts/run_local.py` as well as `python -m scripts.run_local`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.local_env import (BrokerChoice, choose_broker, ensure_data_dir, ensure_secret_key,
+                               labelled_classes, private_redis_command, run_checked, wait_for_redis)
+from scripts.procs import Supervisor, tail
+from scripts.service_state import ServiceWatcher, read_state
+
+logger = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKEN_FILE = "admin_token"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def say(message: str) -> None:
+    """One short status line for the person at the terminal."""
+    print(f"[make run] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (environment variables give the defaults)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "var"))
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    parser.add_argument("--broker", choices=["auto", "redis", "private-redis", "filesystem"],
+                        default=os.environ.get("LOCAL_BROKER", "auto"),
+                        help="auto: a Redis that answers, else a private redis-server, else files")
+    parser.add_argument("--web-server", choices=["gunicorn", "flask"], default="gunicorn")
+    parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    parser.add_argument("--no-train", action="store_true",
+                        help="never queue a first training run, even if TRAINING_DATA_DIR is set")
+    parser.add_argument("--ready-file", type=Path,
+                        help="write {url, token, pids, broker} as JSON here once the service is up")
+    parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument("--stop-grace", type=float, default=15.0,
+                        help="seconds each process gets to stop before it is killed")
+    return parser.parse_args(argv)
+
+
+def child_env(data_dir: Path) -> dict[str, str]:
+    """The environment every child gets: the caller's plus the local-run defaults."""
+    env = dict(os.environ)
+    env["DATA_DIR"] = str(data_dir)
+    env.setdefault("APP_ENV", "development")
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    # The children are the venv's own console scripts; make sure they are found first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def tool(name: str) -> str:
+    """Path of a console script installed beside this Python (flask, celery, gunicorn)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def pick_broker(args: argparse.Namespace, env: dict[str, str]) -> BrokerChoice:
+    """Apply --broker on top of the automatic choice."""
+    redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if args.broker == "filesystem":
+        return BrokerChoice("filesystem", "filesystem://", "--broker filesystem was asked for")
+    if args.broker == "private-redis":
+        return BrokerChoice("private-redis", "", "--broker private-redis was asked for")
+    choice = choose_broker(redis_url, env.get("BROKER_URL", ""))
+    if args.broker == "redis" and choice.kind != "redis":
+        raise RuntimeError(f"--broker redis: no Redis answers at {redis_url}")
+    return choice
+
+
+def start_broker(choice: BrokerChoice, sup: Supervisor, env: dict[str, str], data_dir: Path,
+                 logs: Path) -> None:
+    """Start a private Redis if chosen, and point the children's environment at the broker."""
+    if choice.kind == "private-redis":
+        argv, url = private_redis_command(data_dir)
+        sup.start("redis", argv, env, logs / "redis.log")
+        if not wait_for_redis(url):
+            raise RuntimeError(f"private redis-server did not answer at {url}:\n{tail(logs / 'redis.log')}")
+        env["REDIS_URL"] = url
+        env.pop("BROKER_URL", None)
+    elif choice.kind == "redis":
+        env["REDIS_URL"] = choice.url
+        env.pop("BROKER_URL", None)
+    elif choice.kind == "filesystem":
+        env["BROKER_URL"] = "filesystem://"
+    # "configured": BROKER_URL is already in env.
+
+
+def start_services(args: argparse.Namespace, sup: Supervisor, env: dict[str, str], data_dir: Path,
+                   logs: Path) -> str:
+    """Start web, worker and beat; return the base URL."""
+    bind = f"{args.host}:{args.port}"
+    if args.web_server == "gunicorn":
+        web = [tool("gunicorn"), "--bind", bind, "--workers", str(args.web_workers), "--threads", "4",
+               "--timeout", "600", "--graceful-timeout", "10", "--access-logfile", "-", "web:create_app()"]
+    else:
+        web = [tool("flask"), "--app", "web", "run", "--host", args.host, "--port", str(args.port),
+               "--no-reload", "--with-threads"]
+    sup.start("web", web, env, logs / "web.log", cwd=REPO_ROOT)
+    # Solo pool: TensorFlow stays in one process that uses all cores, and never forks.
+    worker = [tool("celery"), "-A", "workers", "worker", "-Q", "inference,training,default",
+              "--pool", "solo", "-n", "local@%h", "--loglevel", env.get("LOG_LEVEL", "INFO")]
+    sup.start("worker", worker, env, logs / "worker.log", cwd=REPO_ROOT)
+    beat = [tool("celery"), "-A", "workers", "beat", "--loglevel", env.get("LOG_LEVEL", "INFO"),
+            "--schedule", str(data_dir / "celerybeat-schedule")]
+    sup.start("beat", beat, env, logs / "beat.log", cwd=REPO_ROOT)
+    return f"http://{args.host}:{args.port}"
+
+
+def http(method: str, url: str, token: str | None = None, body: dict | None = None,
+         timeout_s: float = 10.0) -> tuple[int, Any]:
+    """A small JSON HTTP call; returns (status, parsed body or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def wait_healthy(base_url: str, sup: Supervisor, timeout_s: float, stop: dict[str, bool]) -> None:
+    """Wait for /healthz to answer 200 while every child stays alive."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        dead = sup.exited()
+        if dead is not None:
+            raise RuntimeError(f"{dead.name} exited with {dead.process.returncode} during startup:\n"
+                               f"{tail(dead.log_path)}")
+        try:
+            if http("GET", f"{base_url}/healthz", timeout_s=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{base_url}/healthz did not answer within {timeout_s:.0f} s")
+
+
+def admin_token(base_url: str, env: dict[str, str], data_dir: Path) -> str:
+    """Reuse the token kept in DATA_DIR/admin_token if it still works, else create one."""
+    path = data_dir / TOKEN_FILE
+    if path.is_file():
+        token = path.read_text().strip()
+        if token and http("GET", f"{base_url}/api/v1/models", token)[0] == 200:
+            return token
+    out = run_checked([tool("flask"), "--app", "web", "create-token", "admin", "--role", "admin"],
+                      env, "flask --app web create-token admin --role admin")
+    token = out.strip().splitlines()[-1].strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def maybe_queue_training(base_url: str, token: str, env: dict[str, str]) -> None:
+    """Queue a first training run when TRAINING_DATA_DIR is labelled and nothing exists yet."""
+    folder = env.get("TRAINING_DATA_DIR")
+    if not folder:
+        say("TRAINING_DATA_DIR is not set: no training will be queued. Jobs wait until a model "
+            "version is active (see README: training a model / registering a bundle).")
+        return
+    classes = labelled_classes(Path(folder))
+    if not classes:
+        say(f"TRAINING_DATA_DIR={folder} has no labelled class folders: no training queued.")
+        return
+    state = read_state(env)
+    if state.versions:
+        say(f"{state.versions} model version(s) exist (active: {state.active or 'none'}); "
+            "no first training run needed.")
+        return
+    if state.open_runs:
+        say(f"training run #{state.open_runs[0]} is already queued or running.")
+        return
+    status, body = http("POST", f"{base_url}/api/v1/training-runs", token,
+                        {"trigger": "bootstrap", "data_dir": str(Path(folder).absolute())})
+    if status not in (200, 201, 202):
+        say(f"could not queue the first training run ({status}): {body}")
+        return
+    run_id = body.get("id") if isinstance(body, dict) else body
+    say(f"queued first training run #{run_id} on {folder} ({', '.join(classes)}); "
+        "jobs wait as queued until it finishes (see README for how long on a CPU).")
+
+
+def supervise(sup: Supervisor, env: dict[str, str], stop: dict[str, bool]) -> int:
+    """Watch children and progress until Ctrl-C/SIGTERM (0) or a child dies (1)."""
+    watcher = ServiceWatcher(env)
+    while not stop["requested"]:
+        dead = sup.exited()
+        if dead is not None:
+            say(f"{dead.name} exited with {dead.process.returncode}; stopping everything. "
+                f"Last lines of {dead.log_path}:\n{tail(dead.log_path)}")
+            return 1
+        for line in watcher.poll():
+            say(line)
+        time.sleep(0.5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service until interrupted; return the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stop = {"requested": False}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop["requested"]:  # a second Ctrl-C: do not wait politely any more
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    data_dir = ensure_data_dir(Path(args.data_dir))
+    logs = ensure_data_dir(data_dir / "logs")
+    key_file = ensure_secret_key(data_dir)
+    env = child_env(data_dir)
+    sup = Supervisor()
+    status = 1
+    try:
+        say(f"data in {data_dir} (secret key {key_file}, logs in {logs})")
+        choice = pick_broker(args, env)
+        say(f"broker: {choice.kind} — {choice.reason}")
+        start_broker(choice, sup, env, data_dir, logs)
+        run_checked([tool("flask"), "--app", "web", "db", "upgrade"], env, "flask --app web db upgrade")
+        say("database schema is up to date")
+        base_url = start_services(args, sup, env, data_dir, logs)
+        wait_healthy(base_url, sup, args.startup_timeout, stop)
+        token = admin_token(base_url, env, data_dir)
+        if not args.no_train:
+            maybe_queue_training(base_url, token, env)
+        if args.ready_file:
+            args.ready_file.write_text(json.dumps({
+                "url": base_url, "token": token, "broker": choice.kind,
+                "pids": {c.name: c.pgid for c in sup.children}}))
+        say(f"ready: {base_url}  (web, worker, beat running; Ctrl-C stops everything)")
+        say(f"admin token: {token}")
+        say(f"try: curl -H 'Authorization: Bearer {token}' {base_url}/api/v1/models")
+        status = 0 if stop["requested"] else supervise(sup, env, stop)
+    except KeyboardInterrupt:
+        status = 130
+    except (RuntimeError, OSError) as exc:
+        say(f"error: {exc}")
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the shutdown even if Ctrl-C is pressed again
+        if sup.children:
+            say("stopping " + ", ".join(c.name for c in reversed(sup.children)) + " ...")
+            killed = sup.stop_all(grace_s=args.stop_grace if status != 130 else 1.0)
+            say("stopped" + (f" (killed after the grace period: {', '.join(killed)})" if killed else ""))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
