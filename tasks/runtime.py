@@ -25,7 +25,7 @@ _lock = threading.Lock()
 _settings: Settings | None = None
 _db: tuple[int, Engine, sessionmaker[Session]] | None = None
 # model_version_id -> InferenceEngine; only the newest version is kept (a model is ~hundreds of MB).
-_engines: dict[int, Any] = {}
+_engines: dict[tuple[int, str], Any] = {}
 _devices_configured = False
 
 
@@ -122,7 +122,8 @@ def engine_for(model_version_id: int, bundle_path: str | Path, conf: Settings | 
     """The InferenceEngine for a model version, loaded (and verified) once per process."""
     conf = conf or settings()
     with _lock:
-        engine = _engines.get(model_version_id)
+        key = (model_version_id, str(bundle_path))
+        engine = _engines.get(key)
         if engine is not None:
             return engine
         configure_devices()
@@ -133,5 +134,5 @@ def engine_for(model_version_id: int, bundle_path: str | Path, conf: Settings | 
         engine = InferenceEngine.from_bundle(bundle_path, precision=precision,
                                              batch_size=conf.inference_batch_size)
         _engines.clear()
-        _engines[model_version_id] = engine
+        _engines[key] = engine
         return engine

@@ -1,0 +1,91 @@
+"""classify_scans with the real tiny five-model engine, in process, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from db.models import Job, Prediction, Scan
+from tasks import runtime
+from tasks.classify import classify_scans
+from tasks.versions import activate_version, register_bundle
+from tests.workers.jobdata import good_paths, make_job, scan_files
+
+MODELS = {"resnet50", "vgg16", "custom_cnn", "svm", "random_forest", "ensemble"}
+
+
+def _setup(factory, settings, tiny_bundle, files):
+    with factory() as session:
+        version = register_bundle(session, tiny_bundle)
+        activate_version(session, version)
+        session.commit()
+        job = make_job(session, settings, files)
+        return version.id, job.id, [s.id for s in job.scans]
+
+
+def test_batch_classifies_good_scans_and_fails_bad_ones(factory, settings, tiny_bundle):
+    files = scan_files(good=3)
+    version_id, job_id, scan_ids = _setup(factory, settings, tiny_bundle, files)
+    outcome = classify_scans(factory, settings, scan_ids, version_id)
+    assert len(outcome.classified) == 3 and len(outcome.failed) == 2
+    with factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.total, job.done, job.failed) == ("done", 5, 3, 2)
+        for scan in job.scans:
+            names = {p.model_name: p for p in scan.predictions}
+            if scan.path in good_paths(files):
+                assert scan.status == "classified" and scan.error == "" and scan.attempts == 1
+                assert set(names) == MODELS
+                ensemble = names["ensemble"]
+                assert 0 <= ensemble.agreement <= 5
+                assert abs(sum(ensemble.probabilities.values()) - 1) < 1e-4
+                assert ensemble.confidence == max(ensemble.probabilities.values())
+                assert ensemble.latency_ms > 0
+            else:
+                assert scan.status == "failed" and scan.error and not names
+        reasons = {s.path: s.error for s in job.scans if s.status == "failed"}
+        assert "truncated" in reasons["bad/truncated.jpg"].lower()
+    # A duplicate delivery of the same batch changes nothing.
+    again = classify_scans(factory, settings, scan_ids, version_id)
+    assert again.classified == [] and sorted(again.skipped) == sorted(scan_ids)
+    with factory() as session:
+        assert session.scalar(select(func.count(Prediction.id))) == 3 * len(MODELS)
+
+
+def test_results_match_the_engine(factory, settings, tiny_bundle):
+    """Stored labels and probabilities are the engine's own for the same decoded image."""
+    from training.decode import decode_bytes
+
+    files = {"one.png": scan_files(good=2)["study1/slice_001.png"]}
+    version_id, _, scan_ids = _setup(factory, settings, tiny_bundle, files)
+    classify_scans(factory, settings, scan_ids, version_id)
+    engine = runtime.engine_for(version_id, str(tiny_bundle), settings)
+    expected = engine.classify([decode_bytes(files["one.png"], "one.png", target_size=32)[0].image])[0]
+    with factory() as session:
+        stored = {p.model_name: p for p in session.scalars(select(Prediction))}
+    for name, entry in expected["predictions"].items():
+        assert stored[name].label == entry["label"]
+        for cls, p in entry["probabilities"].items():
+            assert abs(stored[name].probabilities[cls] - p) < 1e-3
+    assert stored["ensemble"].agreement == expected["ensemble"]["agreement"]
+
+
+def test_scan_over_attempt_limit_fails_instead_of_looping(factory, settings, tiny_bundle):
+    version_id, job_id, scan_ids = _setup(factory, settings, tiny_bundle, {"a.png": scan_files(2)["study1/slice_001.png"]})
+    with factory() as session:
+        session.get(Scan, scan_ids[0]).attempts = settings.max_scan_attempts
+        session.commit()
+    outcome = classify_scans(factory, settings, scan_ids, version_id)
+    assert list(outcome.failed) == scan_ids
+    with factory() as session:
+        scan = session.get(Scan, scan_ids[0])
+        assert scan.status == "failed" and "gave up after 3 attempt" in scan.error
+        assert session.get(Job, job_id).status == "done"
+
+
+def test_missing_blob_is_a_failed_scan(factory, settings, tiny_bundle):
+    version_id, _, scan_ids = _setup(factory, settings, tiny_bundle, {"gone.jpg": b"\xff\xd8\xffgone"})
+    for blob in settings.uploads_dir.rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+    classify_scans(factory, settings, scan_ids, version_id)
+    with factory() as session:
+        assert "missing" in session.get(Scan, scan_ids[0]).error
