@@ -1,0 +1,171 @@
+"""`python -m training train|evaluate|predict`: argument parsing, progress lines, summary tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from models import MODEL_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The three sub-commands and their options."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log library messages too")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train the models and write a bundle")
+    train.add_argument("--data", required=True, help="labelled folder (one subfolder per class) or zip")
+    train.add_argument("--out", required=True, help="bundle folder to write")
+    train.add_argument("--models", default=",".join(MODEL_NAMES),
+                       help="comma-separated subset of " + ",".join(MODEL_NAMES))
+    train.add_argument("--epochs", type=_positive_int, default=30, help="max epochs (early stopping)")
+    train.add_argument("--image-size", type=_positive_int, default=160)
+    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--backbone-weights", default="imagenet", help="imagenet | none | PATH")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--views", type=int, default=2,
+                       help="augmented views per image in the backbone feature cache")
+    train.add_argument("--cnn-variant", choices=("improved", "reference"), default="improved")
+    train.add_argument("--cnn-epochs", type=_positive_int, default=None,
+                       help="custom CNN epochs (default: --epochs)")
+    train.add_argument("--cnn-lr", type=float, default=None, help="custom CNN peak learning rate")
+    train.add_argument("--cnn-schedule", choices=("cosine", "plateau"), default=None)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--bn-recalibration", choices=("auto", "on", "off"), default="auto",
+                       help="re-estimate BatchNorm statistics of random backbones (auto: only for none)")
+
+    evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")
+    evaluate.add_argument("--models", required=True, help="bundle folder")
+    evaluate.add_argument("--data", required=True, help="labelled folder or zip")
+    evaluate.add_argument("--report", required=True, help="folder for metrics.json and plots")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+
+    predict = sub.add_parser("predict", help="classify scans (files or folders)")
+    predict.add_argument("--models", required=True, help="bundle folder")
+    predict.add_argument("paths", nargs="+", help="scan files or folders")
+    predict.add_argument("--json", action="store_true", help="print one JSON document")
+    predict.add_argument("--batch-size", type=_positive_int, default=32)
+    return parser
+
+
+def _print_progress(stage: str, fraction: float, message: str) -> None:
+    print(f"[{fraction * 100:5.1f}%] {message}", flush=True)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(models: dict) -> str:
+    """Summary table: accuracy, macro F1 and ROC AUC per model."""
+    rows = []
+    for name, m in models.items():
+        auc = "-" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
+        rows.append([name, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", auc])
+    return _table(rows, ["model", "accuracy", "macro_f1", "roc_auc"])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train and save a bundle; print per-epoch progress and a validation summary."""
+    from training.recipe import TrainOptions, train_bundle
+
+    options = TrainOptions(
+        data=args.data, out=args.out,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+        backbone_weights=args.backbone_weights, seed=args.seed, views=args.views,
+        cnn_variant=args.cnn_variant, cnn_epochs=args.cnn_epochs, cnn_learning_rate=args.cnn_lr,
+        cnn_schedule=args.cnn_schedule, val_fraction=args.val_fraction,
+        bn_recalibration=args.bn_recalibration,
+    )
+    started = time.perf_counter()
+    manifest = train_bundle(options, _print_progress)
+    print()
+    print(f"Validation metrics ({manifest['dataset']['validation']} images), "
+          f"wall time {time.perf_counter() - started:.0f} s:")
+    print(metrics_table(manifest["validation_metrics"]))
+    print(f"ensemble weights ({manifest['ensemble_fit']['method']}): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in manifest["ensemble_weights"].items()))
+    for arch, detail in manifest.get("training", {}).items():
+        if "speedup_vs_recompute_estimate" in detail:
+            print(f"{arch}: feature cache {detail['feature_cache_seconds']:.0f} s + head "
+                  f"{detail['head_seconds']:.0f} s; recomputing the backbone every epoch would take "
+                  f"~{detail['recompute_every_epoch_estimate_seconds']:.0f} s (estimate) -> "
+                  f"{detail['speedup_vs_recompute_estimate']:.1f}x")
+    print(f"bundle: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a bundle; print the summary table."""
+    from training.evaluate import evaluate_bundle
+
+    metrics = evaluate_bundle(args.models, args.data, args.report, _print_progress, args.batch_size)
+    print(metrics_table(metrics["models"]))
+    print(f"report: {Path(args.report) / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify files/folders; exit 1 only if nothing could be classified."""
+    from training.predict import predict_paths, render_table
+
+    result = predict_paths(args.models, args.paths, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_table(result))
+    return 0 if result["scans"] else 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input problem: message only, no traceback."""
+    from models.backbones import BackboneWeightsError
+    from models.bundle import BundleError
+    from training.datasets import DatasetError
+    from training.decode import DecodeError
+
+    return (BackboneWeightsError, BundleError, DatasetError, DecodeError, FileNotFoundError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Keras/TF retracing notices are noise for a CLI user; real problems raise.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    try:
+        return commands[args.command](args)
+    except _user_errors() as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,102 @@
+"""Classify scan files and folders with a bundle (the `predict` command's library half)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Files decoded and classified per round, so a huge folder never sits in memory at once.
+CHUNK_FILES = 256
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
+    """Files as given plus scan files found below folders (sorted); missing paths as errors."""
+    from training.datasets import is_scan_name
+
+    files: list[Path] = []
+    errors: list[dict] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip .git, .cache ...
+                found.extend(Path(root) / name for name in names if is_scan_name(name))
+            found.sort()
+            if not found:
+                errors.append({"path": str(path), "error": "folder holds no scan files"})
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append({"path": str(path), "error": "no such file or folder"})
+    return files, errors
+
+
+def _decode(path: Path, target_size: int):
+    from training.decode import DecodeError, decode_file
+
+    try:
+        return decode_file(path, target_size=target_size), None
+    except DecodeError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+
+
+def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_size: int = 32) -> dict:
+    """Decode and classify every scan; return {"bundle", "scans": [...], "errors": [...]}."""
+    from models.engine import InferenceEngine
+
+    engine = InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
+    files, errors = expand_paths(paths)
+    scans: list[dict] = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(files), CHUNK_FILES):
+            chunk = files[start:start + CHUNK_FILES]
+            images: list[np.ndarray] = []
+            where: list[tuple[Path, int | None]] = []
+            for path, (decoded, error) in zip(chunk, pool.map(lambda p: _decode(p, engine.image_size), chunk)):
+                if error is not None:
+                    errors.append({"path": str(path), "error": error})
+                    continue
+                for scan in decoded:
+                    images.append(scan.image)
+                    where.append((path, scan.frame))
+            if not images:
+                continue
+            for (path, frame), result in zip(where, engine.classify(images)):
+                scans.append({"path": str(path), "frame": frame, **result})
+    return {"bundle": str(bundle_dir), "bundle_digest": engine.digest, "models": engine.model_names,
+            "scans": scans, "errors": errors}
+
+
+def render_table(result: dict) -> str:
+    """A plain-text table: one row per scan, then the files that could not be classified."""
+    models = result["models"]
+    header = ["scan", "ensemble", "confidence", "agree", *models]
+    rows = []
+    for scan in result["scans"]:
+        name = scan["path"] + (f" [frame {scan['frame']}]" if scan.get("frame") is not None else "")
+        ens = scan["ensemble"]
+        rows.append([
+            name, ens["label"], f"{ens['probabilities'][ens['label']]:.3f}",
+            f"{ens['agreement']}/{len(scan['predictions'])}",
+            *[scan["predictions"][m]["label"] for m in models],
+        ])
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.append(f"{len(rows)} scan(s) classified")
+    if result["errors"]:
+        lines.append(f"{len(result['errors'])} file(s) could not be classified:")
+        lines += [f"  {e['path']}: {e['error']}" for e in result["errors"]]
+    return "\n".join(lines)
