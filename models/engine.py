@@ -86,7 +86,8 @@ class InferenceEngine:
             out[:, index] = proba[:, column]
         return out
 
-    def _ensemble(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+    def ensemble_probabilities(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        """Combine per-model [N,C] probabilities with the bundle's ensemble weights."""
         mixed = sum(self.ensemble_weights[n] * probs[n] for n in self.model_names)
         return mixed / np.sum(mixed, axis=1, keepdims=True)
 
@@ -116,7 +117,7 @@ class InferenceEngine:
                         probs[est] = self._estimator_probabilities(est, features)
             else:
                 probs[name] = _to_numpy(out)
-        probs[ENSEMBLE_NAME] = self._ensemble(probs)
+        probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs)
         return probs
 
     def predict_model_probabilities(self, name: str, batch_uint8: np.ndarray) -> np.ndarray:
