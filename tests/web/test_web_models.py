@@ -1,0 +1,92 @@
+"""Model versions (list, activate, roll back, waiting jobs start) and training runs."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from db.models import Job, ModelVersion, TrainingRun
+from web_helpers import png_bytes, queued_messages, upload_data
+
+
+def _version(session, digest: str, status: str = "candidate") -> int:
+    version = ModelVersion(digest=digest * 64, bundle_path=f"/b/{digest}", backbone_weights="imagenet",
+                           backbone_sha256="c" * 64, status=status,
+                           manifest={"classes": ["glioma", "notumor"], "image_size": 224,
+                                     "backbone_weights": {"mode": "imagenet", "path": "/w.h5", "sha256": "c" * 64}},
+                           metrics={"ensemble": {"accuracy": 0.93}, "svm": {"accuracy": 0.9}})
+    session.add(version)
+    session.commit()
+    return version.id
+
+
+def test_list_models_shape(client, auth, session):
+    first, second = _version(session, "1", "active"), _version(session, "2")
+    body = client.get("/api/v1/models", headers=auth("viewer")).get_json()
+    assert body["active"] == first and [m["id"] for m in body["models"]] == [second, first]
+    model = body["models"][1]
+    assert set(model) >= {"id", "status", "digest", "created", "activated", "classes", "image_size",
+                          "backbone_weights", "metrics"}
+    assert model["backbone_weights"] == {"mode": "imagenet", "sha256": "c" * 64, "path": "/w.h5"}
+    assert model["metrics"]["ensemble"]["accuracy"] == 0.93
+
+
+def test_activate_retires_previous_and_starts_waiting_jobs(client, auth, session, broker):
+    old, new = _version(session, "1", "active"), _version(session, "2")
+    # A job that arrived while nothing was active waits with a reason...
+    session.execute(select(ModelVersion).where(ModelVersion.id == old)).scalar_one().status = "retired"
+    session.commit()
+    job_id = client.post("/api/v1/jobs", data=upload_data([(f"s/{i}.png", png_bytes(i)) for i in range(5)]),
+                         headers=auth("uploader")).get_json()["id"]
+    assert "no active model version" in client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"]
+    assert queued_messages(broker, "inference") == []
+    # ...and starts when a reviewer activates a version.
+    response = client.post(f"/api/v1/models/{new}/activate", headers=auth("reviewer"))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"]["status"] == "active" and body["dispatched_jobs"] == 1
+    messages = queued_messages(broker, "inference")
+    assert [len(m["args"][0]) for m in messages] == [4, 1] and {m["args"][1] for m in messages} == {new}
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"] == ""
+    # roll back: the old one is active again, the new one retired
+    client.post(f"/api/v1/models/{old}/activate", headers=auth("reviewer"))
+    session.expire_all()
+    assert {v.id: v.status for v in session.execute(select(ModelVersion)).scalars()} == {old: "active", new: "retired"}
+
+
+def test_models_page_shows_backbone_weights_and_activate_buttons(client, auth, session):
+    _version(session, "1", "active")
+    _version(session, "2")
+    page = client.get("/models", headers=auth("reviewer")).get_data(as_text=True)
+    assert "imagenet" in page and "ensemble 0.930" in page and page.count('class="activate"') == 1
+    viewer_page = client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+    assert 'class="activate"' not in viewer_page
+
+
+def test_training_run_enqueue_and_progress(client, auth, session, broker):
+    response = client.post("/api/v1/training-runs", json={"params": {"epochs": 2, "image_size": 64}},
+                           headers=auth("admin"))
+    assert response.status_code == 202
+    body = response.get_json()
+    run = session.get(TrainingRun, body["id"])
+    assert run.status == "queued" and run.params == {"epochs": 2, "image_size": 64} and run.trigger == "manual"
+    assert queued_messages(broker, "training") == [{"task": "tasks.train_model", "args": [run.id], "kwargs": {}}]
+    progress = client.get(body["status_url"], headers=auth("viewer")).get_json()
+    assert set(progress) >= {"id", "status", "stage", "progress", "error", "model_version", "created", "finished"}
+    assert client.get("/api/v1/training-runs/999", headers=auth("viewer")).status_code == 404
+
+
+def test_training_run_params_are_validated(client, auth):
+    response = client.post("/api/v1/training-runs", json={"params": ["x"]}, headers=auth("admin"))
+    assert response.status_code == 422
+    response = client.post("/api/v1/training-runs", data="{broken", content_type="application/json",
+                           headers=auth("admin"))
+    assert response.status_code == 400
+
+
+def test_jobs_list_page(client, auth, session):
+    client.post("/api/v1/jobs", data=upload_data([("st/a.png", png_bytes())]), headers=auth("uploader"))
+    job = session.execute(select(Job)).scalar_one()
+    page = client.get("/", headers=auth("viewer")).get_data(as_text=True)
+    assert f"/jobs/{job.id}" in page
+    status_page = client.get(f"/jobs/{job.id}", headers=auth("viewer")).get_data(as_text=True)
+    assert f'data-status-url="/api/v1/jobs/{job.id}"' in status_page
+    assert client.get("/jobs/999", headers=auth("viewer")).status_code == 404
