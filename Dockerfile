@@ -12,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KERAS_BACKEND=tensorflow \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_HOME=/data/keras \
+    PYTHONPATH=/app \
     DATA_DIR=/data \
     APP_ENV=production
 

@@ -2,7 +2,7 @@
 # Create or refresh the project virtualenv for the given requirements files.
 # A stamp file keyed on the requirements' hash makes a second run instant; a venv made
 # by a Python older than 3.11 (or a broken one) is rebuilt.
-# Usage: scripts/ensure_venv.sh NAME REQUIREMENTS_FILE...   (env: VENV, PYTHON)
+# Usage: scripts/ensure_venv.sh NAME REQUIREMENTS_FILE...   (env: VENV, PYTHON, VENV_UPGRADE_PIP=0)
 set -euo pipefail
 
 name=$1; shift
@@ -30,7 +30,7 @@ fi
 
 if [ ! -f "$stamp" ]; then
     echo "[venv] installing $* into $venv (the first time downloads TensorFlow: a few minutes)"
-    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip || echo "[venv] could not upgrade pip; going on with $("$venv/bin/python" -m pip --version)"
+    [ "${VENV_UPGRADE_PIP:-1}" = 0 ] || "$venv/bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip || echo "[venv] could not upgrade pip; going on with $("$venv/bin/python" -m pip --version)"
     for req in "$@"; do
         "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -r "$req"
     done

@@ -68,6 +68,9 @@ def child_env(data_dir: Path) -> dict[str, str]:
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    # `celery -A workers` imports the app with the cwd on sys.path only for that import;
+    # the lazily built app imports config/ later, so the repository must be on the path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     # The children are the venv's own console scripts; make sure they are found first.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
@@ -205,14 +208,16 @@ def maybe_queue_training(base_url: str, token: str, env: dict[str, str]) -> None
     if state.open_runs:
         say(f"training run #{state.open_runs[0]} is already queued or running.")
         return
-    status, body = http("POST", f"{base_url}/api/v1/training-runs", token,
-                        {"trigger": "bootstrap", "data_dir": str(Path(folder).absolute())})
+    # The worker reads TRAINING_DATA_DIR from its environment; only recipe options travel here.
+    params = {"backbone_weights": backbone} if (backbone := env.get("BACKBONE_WEIGHTS")) else {}
+    status, body = http("POST", f"{base_url}/api/v1/training-runs", token, {"params": params})
     if status not in (200, 201, 202):
         say(f"could not queue the first training run ({status}): {body}")
         return
     run_id = body.get("id") if isinstance(body, dict) else body
-    say(f"queued first training run #{run_id} on {folder} ({', '.join(classes)}); "
-        "jobs wait as queued until it finishes (see README for how long on a CPU).")
+    say(f"queued first training run #{run_id} on {folder} ({', '.join(classes)}; backbone weights: "
+        f"{params.get('backbone_weights', 'imagenet')}); jobs wait as queued until it finishes "
+        "(README: how long on a CPU, or register a trained bundle instead).")
 
 
 def supervise(sup: Supervisor, env: dict[str, str], stop: dict[str, bool]) -> int:

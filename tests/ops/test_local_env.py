@@ -1,0 +1,105 @@
+"""The local runner's decisions: which broker, the kept secret key, a private Redis, class folders."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scripts.local_env import (choose_broker, ensure_secret_key, free_port, labelled_classes, ping_redis,
+                               private_redis_command, wait_for_redis)
+
+TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def closed_redis_url() -> str:
+    """A Redis URL on a port nothing listens on (bound and released just now)."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def test_explicit_broker_url_wins():
+    choice = choose_broker(closed_redis_url(), broker_url="filesystem://")
+    assert (choice.kind, choice.url) == ("configured", "filesystem://")
+
+
+def test_redis_that_answers_is_used(redis_url):
+    choice = choose_broker(redis_url)
+    assert choice.kind == "redis"
+    assert choice.url == redis_url
+
+
+def test_private_redis_when_none_answers_but_server_installed(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    server = fake_bin / "redis-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    choice = choose_broker(closed_redis_url(), search_path=str(fake_bin))
+    assert choice.kind == "private-redis"
+    assert str(server) in choice.reason
+
+
+def test_embedded_transport_when_no_redis_at_all(tmp_path):
+    choice = choose_broker(closed_redis_url(), search_path=str(tmp_path))
+    assert (choice.kind, choice.url) == ("filesystem", "filesystem://")
+    assert "filesystem transport" in choice.reason
+
+
+def test_ping_redis_false_on_closed_port():
+    assert ping_redis(closed_redis_url(), timeout_s=0.5) is False
+
+
+def test_secret_key_is_created_private_once_and_kept(tmp_path):
+    path = ensure_secret_key(tmp_path)
+    first = path.read_text()
+    assert len(first.strip()) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)  # a looser mode found on a later run is tightened, the key kept
+    assert ensure_secret_key(tmp_path).read_text() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secret_key_is_what_settings_read(tmp_path):
+    from config.settings import load_settings
+
+    key = ensure_secret_key(tmp_path).read_text().strip()
+    assert load_settings({"DATA_DIR": str(tmp_path), "APP_ENV": "development"}).secret_key == key
+
+
+def test_empty_secret_key_file_is_refused(tmp_path):
+    (tmp_path / "secret_key").write_text("")
+    with pytest.raises(RuntimeError, match="empty"):
+        ensure_secret_key(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_private_redis_starts_answers_and_keeps_its_port(tmp_path):
+    argv, url = private_redis_command(tmp_path)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_redis(url, timeout_s=10)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert (tmp_path / "redis" / "port").read_text().strip() == url.rsplit(":", 1)[1].split("/")[0]
+    assert private_redis_command(tmp_path)[1] == url  # same port next run while it is free
+    assert "--save" in argv and argv[argv.index("--save") + 1] == ""
+
+
+def test_labelled_classes(tmp_path):
+    assert labelled_classes(None) == []
+    assert labelled_classes(tmp_path / "missing") == []
+    for name in ("glioma", "notumor"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "glioma" / "a.jpg").write_bytes(b"x")
+    assert labelled_classes(tmp_path) == []  # one class with images is not a labelled folder
+    (tmp_path / "notumor" / "b.PNG").write_bytes(b"x")
+    (tmp_path / ".cache").mkdir()
+    assert labelled_classes(tmp_path) == ["glioma", "notumor"]
+
+
+def test_shared_dataset_is_labelled(shared_training_dir: Path):
+    assert labelled_classes(shared_training_dir) == ["glioma", "meningioma", "notumor", "pituitary"]
