@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from db.migrate import downgrade, upgrade
 from db.models import ROLES, AuditEvent
@@ -35,6 +35,7 @@ def db_downgrade(revision: str) -> None:
 
 
 @click.command("create-token")
+@with_appcontext
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
 def create_token(name: str, role: str) -> None:
@@ -49,6 +50,7 @@ def create_token(name: str, role: str) -> None:
 
 
 @click.command("create-user")
+@with_appcontext
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
@@ -67,6 +69,7 @@ def create_user(name: str, role: str, password: str) -> None:
 
 
 @click.command("register-model")
+@with_appcontext
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--activate", is_flag=True, help="Make it the active version and start waiting jobs.")
 def register_model(bundle_dir: Path, activate: bool) -> None:
