@@ -42,7 +42,8 @@ def draw_affine(rng: np.random.Generator, params: AugmentParams) -> AffineDraw:
 
 def affine_matrix(draw: AffineDraw, height: int, width: int) -> np.ndarray:
     """Return the 2x3 matrix that rotates/zooms about the centre, then shifts (and flips)."""
-    centre = (width / 2.0, height / 2.0)
+    # Pixel centres sit on integer coordinates, so the image centre is at (size - 1) / 2.
+    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, draw.angle_deg, draw.scale)
     matrix[0, 2] += draw.shift_x * width
     matrix[1, 2] += draw.shift_y * height

@@ -1,0 +1,127 @@
+"""End to end through the CLI: train -> evaluate -> predict on a tiny synthetic folder (32 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models import MODEL_NAMES
+from tests.helpers.labelled_folder import CLASSES, write_labelled_folder
+from training.cli import main
+
+METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "roc_auc"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """Train one tiny bundle (1 epoch, 1 view, random backbones) shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_labelled_folder(root / "data", per_class=6, size=48)
+    bundle = root / "bundle"
+    code = main(["train", "--data", str(data), "--out", str(bundle), "--image-size", "32",
+                 "--epochs", "1", "--views", "1", "--backbone-weights", "none", "--seed", "3"])
+    assert code == 0
+    return {"root": root, "data": data, "bundle": bundle}
+
+
+def test_train_writes_a_verified_bundle_with_full_manifest(trained, capsys):
+    from models.bundle import verify_bundle
+
+    manifest = verify_bundle(trained["bundle"])
+    assert manifest["models"] == list(MODEL_NAMES)
+    assert manifest["classes"] == list(CLASSES) and manifest["image_size"] == 32
+    assert manifest["backbone_weights"]["mode"] == "none"
+    assert manifest["custom_cnn_variant"] == "improved"
+    assert len(manifest["training_data_sha256"]) == 64
+    assert set(manifest["validation_metrics"]) == {*MODEL_NAMES, "ensemble"}
+    assert set(manifest["ensemble_weights"]) == set(MODEL_NAMES)
+    assert manifest["seed"] == 3 and manifest["views"] == 1
+    assert manifest["training"]["resnet50"]["bn_recalibrated_layers"] > 0
+    assert {"resnet50", "vgg16", "custom_cnn", "svm", "random_forest"} <= set(manifest["timings"])
+    assert (trained["bundle"] / "plots" / "training_history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ensemble_not_below_best_member_on_validation(trained):
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    metrics = manifest["validation_metrics"]
+    best = max(metrics[m]["accuracy"] for m in MODEL_NAMES)
+    assert metrics["ensemble"]["accuracy"] >= best
+
+
+def test_evaluate_writes_metrics_json_and_plots(trained, capsys):
+    report = trained["root"] / "report"
+    code = main(["evaluate", "--models", str(trained["bundle"]), "--data", str(trained["data"]),
+                 "--report", str(report)])
+    assert code == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert list(metrics) == ["models"]
+    assert set(metrics["models"]) == {*MODEL_NAMES, "ensemble"}
+    for entry in metrics["models"].values():
+        assert set(entry) == METRIC_KEYS
+        assert list(entry["per_class"]) == list(CLASSES)
+        assert sum(map(sum, entry["confusion_matrix"])) == 24
+        assert [sum(row) for row in entry["confusion_matrix"]] == [6, 6, 6, 6]  # rows = true class
+    for name in ("accuracy.png", "roc_curves.png", "confusion_ensemble.png", "confusion_svm.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG"
+    assert "ensemble" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_unknown_class_folder(trained, tmp_path, capsys):
+    data = write_labelled_folder(tmp_path / "data", per_class=2, size=32)
+    (data / "glioma").rename(data / "astrocytoma")
+    code = main(["evaluate", "--models", str(trained["bundle"]), "--data", str(data),
+                 "--report", str(tmp_path / "r")])
+    assert code == 2
+    assert "astrocytoma" in capsys.readouterr().err
+
+
+def test_predict_json_lists_undecodable_files(trained, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code = main(["predict", "--models", str(trained["bundle"]), str(trained["data"] / "notumor"),
+                 str(bad), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["scans"]) == 6
+    scan = result["scans"][0]
+    assert set(scan["predictions"]) == set(MODEL_NAMES)
+    assert scan["ensemble"]["label"] in CLASSES and 1 <= scan["ensemble"]["agreement"] <= 5
+    assert [e["path"] for e in result["errors"]] == [str(bad)] and result["errors"][0]["error"]
+
+
+def test_predict_table_and_exit_code_when_nothing_classified(trained, tmp_path, capsys):
+    code = main(["predict", "--models", str(trained["bundle"]), str(trained["data"] / "glioma" / "000.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "ensemble" in out and "1 scan(s) classified" in out
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    code = main(["predict", "--models", str(trained["bundle"]), str(empty), str(tmp_path / "missing")])
+    out = capsys.readouterr().out
+    assert code == 1 and "could not be classified" in out and "no such file" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/nonexistent/data", "--out", "x", "--backbone-weights", "none"], "not found"),
+        (["train", "--data", ".", "--out", "x", "--models", "svm"], "resnet50"),
+        (["evaluate", "--models", "/nonexistent/bundle", "--data", ".", "--report", "r"], "bundle"),
+    ],
+)
+def test_bad_input_gives_a_message_not_a_traceback(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_tampered_bundle_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained["bundle"], copy)
+    with open(copy / "svm.joblib", "ab") as handle:
+        handle.write(b"x")
+    code = main(["predict", "--models", str(copy), str(trained["data"] / "glioma" / "000.png")])
+    assert code == 2 and "svm.joblib" in capsys.readouterr().err
