@@ -1,13 +1,15 @@
 """GET /api/v1/results: filtered, paginated stored predictions, or a streamed CSV export."""
 from __future__ import annotations
 
-from flask import Response, jsonify, request, stream_with_context
+from typing import Iterator
+
+from flask import Response, jsonify, request
 
 from web.api import bp
 from web.auth import require_role
 from web.errors import ApiError
 from web.queries import iter_csv, parse_filter, query_results
-from web.state import db_session
+from web.state import app_state, db_session
 
 
 @bp.get("/results")
@@ -17,7 +19,14 @@ def results() -> Response:
     flt = parse_filter(request.args)
     fmt = request.args.get("format", "json")
     if fmt == "csv":
-        response = Response(stream_with_context(iter_csv(db_session(), flt)), mimetype="text/csv")
+        factory = app_state().session_factory
+
+        def generate() -> Iterator[str]:
+            # The stream outlives the request's session, so it reads through its own.
+            with factory() as session:
+                yield from iter_csv(session, flt)
+
+        response = Response(generate(), mimetype="text/csv")
         response.headers["Content-Disposition"] = "attachment; filename=results.csv"
         return response
     if fmt != "json":
