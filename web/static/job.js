@@ -11,6 +11,14 @@
     return td;
   }
 
+  function statusCell(scan) {
+    const td = document.createElement("td"), badge = document.createElement("span");
+    badge.className = "status " + scan.status;
+    badge.textContent = scan.status + (scan.reused ? " (reused)" : "");
+    td.append(badge);
+    return td;
+  }
+
   function renderScans(scans) {
     const body = document.querySelector("#scans tbody");
     body.replaceChildren();
@@ -18,7 +26,7 @@
       const tr = document.createElement("tr");
       const ens = scan.ensemble || {};
       tr.append(cell(scan.path + (scan.frame ? ` [${scan.frame}]` : "")), cell(scan.study),
-                cell(scan.status + (scan.reused ? " (reused)" : ""), "status " + scan.status),
+                statusCell(scan),
                 cell(ens.label, "label"), cell(ens.confidence !== undefined ? ens.confidence.toFixed(3) : ""),
                 cell(ens.agreement !== undefined && ens.agreement !== null ? `${ens.agreement}/${names.length}` : ""));
       for (const name of names) {

@@ -1,0 +1,114 @@
+"""Headless Chromium: log in, upload files through the form, watch the status page finish."""
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.base import utcnow
+from db.models import Prediction, Scan
+from web_helpers import png_bytes
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOT = Path("/tmp/mri_web_job_page.png")
+MODELS = ["resnet50", "vgg16", "custom_cnn", "svm", "random_forest"]
+
+
+@pytest.fixture()
+def live_server(app):
+    """The app served by werkzeug on a free local port, in a thread."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture()
+def browser():
+    """Headless Chromium via Debian's chromium-driver; skipped when not installed."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _finish_job(app, job_id: int, version_id: int) -> None:
+    """Stand in for the worker: classify the good scans, fail the bad one, recount."""
+    from tasks.jobs import refresh_job
+
+    with app.extensions["mri"].session_factory() as s:
+        for scan in s.execute(select(Scan).where(Scan.job_id == job_id)).scalars():
+            if scan.path.endswith(".txt"):
+                scan.status, scan.error = "failed", "not a supported image format"
+                continue
+            probs = {"glioma": 0.1, "meningioma": 0.1, "notumor": 0.1, "pituitary": 0.7}
+            for name in [*MODELS, "ensemble"]:
+                s.add(Prediction(scan_id=scan.id, model_version_id=version_id, model_name=name,
+                                 label="pituitary", confidence=0.7, probabilities=probs,
+                                 agreement=5 if name == "ensemble" else None))
+            scan.status, scan.model_version_id, scan.classified_at = "classified", version_id, utcnow()
+        refresh_job(s, job_id)
+        s.commit()
+
+
+def test_login_upload_and_status_page(app, live_server, browser, tmp_path, active_version):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from web.auth import get_or_create_user, set_password
+
+    with app.extensions["mri"].session_factory() as s:
+        set_password(get_or_create_user(s, "radiologist", "uploader"), "a long password")
+        s.commit()
+    folder = tmp_path / "pick"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"slice{i}.png").write_bytes(png_bytes(i))
+    (folder / "notes.txt").write_text("not a scan")
+    wait = WebDriverWait(browser, 20)
+
+    browser.get(live_server + "/")
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+    browser.find_element(By.ID, "name").send_keys("radiologist")
+    browser.find_element(By.ID, "password").send_keys("a long password")
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.ID, "upload-form")))
+
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in sorted(folder.iterdir())))
+    browser.find_element(By.ID, "upload-button").click()
+    wait.until(ec.url_contains("/jobs/"))
+    job_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1])
+    wait.until(ec.text_to_be_present_in_element((By.ID, "job-counts"), "of 4"))
+    with app.extensions["mri"].session_factory() as s:
+        assert sorted(s.execute(select(Scan.path).where(Scan.job_id == job_id)).scalars()) == [
+            "notes.txt", "slice0.png", "slice1.png", "slice2.png"]
+
+    _finish_job(app, job_id, active_version)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "job-status"), "done"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "scans"), "pituitary"))
+    table = browser.find_element(By.ID, "scans").text
+    assert "slice0.png" in table and "not a supported image format" in table and "5/5" in table
+    assert browser.find_element(By.ID, "job-counts").text.startswith("3 classified, 1 failed of 4")
+    browser.save_screenshot(str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
