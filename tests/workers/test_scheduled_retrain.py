@@ -1,0 +1,47 @@
+"""Scheduled retraining creates one run at a time and only when training data exists."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from db.base import utcnow
+from db.models import TrainingRun
+from tasks.train import create_scheduled_run, training_options
+
+
+def test_skipped_without_training_data(factory, settings):
+    assert create_scheduled_run(factory, settings) is None
+    missing = settings.replace(training_data_dir=settings.data_dir / "nope")
+    assert create_scheduled_run(factory, missing) is None
+    with factory() as session:
+        assert session.scalar(select(func.count(TrainingRun.id))) == 0
+
+
+def test_one_run_at_a_time_and_stale_runs_are_failed(factory, settings, tmp_path):
+    conf = settings.replace(training_data_dir=tmp_path)
+    run_id = create_scheduled_run(factory, conf)
+    with factory() as session:
+        run = session.get(TrainingRun, run_id)
+        assert run.trigger == "schedule" and run.status == "queued"
+    assert create_scheduled_run(factory, conf) is None
+    with factory() as session:
+        session.get(TrainingRun, run_id).created = utcnow() - timedelta(days=2)
+        session.commit()
+    second = create_scheduled_run(factory, conf)
+    assert second is not None and second != run_id
+    with factory() as session:
+        assert "interrupted" in session.get(TrainingRun, run_id).error
+
+
+def test_training_options_whitelist(settings, tmp_path):
+    conf = settings.replace(training_data_dir=tmp_path)
+    run = TrainingRun(params={"epochs": 2, "image_size": 64, "models": ["resnet50", "svm"]})
+    options = training_options(run, conf, tmp_path / "out")
+    assert (options.epochs, options.image_size, options.models) == (2, 64, ("resnet50", "svm"))
+    assert str(options.data) == str(tmp_path)
+    import pytest
+    with pytest.raises(ValueError, match="data"):
+        training_options(TrainingRun(params={"data": "/etc"}), conf, tmp_path / "out")
+    with pytest.raises(RuntimeError, match="TRAINING_DATA_DIR"):
+        training_options(TrainingRun(params={}), settings, tmp_path / "out")
