@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ from scripts.service_state import ServiceWatcher, read_state
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FILE = "admin_token"
+ENV_FILE = "local.env"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -173,6 +175,19 @@ def wait_healthy(base_url: str, sup: Supervisor, timeout_s: float, stop: dict[st
     raise RuntimeError(f"{base_url}/healthz did not answer within {timeout_s:.0f} s")
 
 
+def write_env_file(data_dir: Path, env: dict[str, str]) -> Path:
+    """DATA_DIR/local.env: what a second shell sources so CLI commands reach this run's broker and data."""
+    lines = ["# Written by `make run`; `source` it before flask/celery commands in another shell."]
+    for name in ("DATA_DIR", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "TRAINING_DATA_DIR", "PYTHONPATH"):
+        if env.get(name):
+            lines.append(f"export {name}={shlex.quote(env[name])}")
+        else:
+            lines.append(f"unset {name}")
+    path = data_dir / ENV_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def admin_token(base_url: str, env: dict[str, str], data_dir: Path) -> str:
     """Reuse the token kept in DATA_DIR/admin_token if it still works, else create one."""
     path = data_dir / TOKEN_FILE
@@ -266,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         token = admin_token(base_url, env, data_dir)
         if not args.no_train:
             maybe_queue_training(base_url, token, env)
+        env_file = write_env_file(data_dir, env)
         if args.ready_file:
             args.ready_file.write_text(json.dumps({
                 "url": base_url, "token": token, "broker": choice.kind,
@@ -273,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ready: {base_url}  (web, worker, beat running; Ctrl-C stops everything)")
         say(f"admin token: {token}")
         say(f"try: curl -H 'Authorization: Bearer {token}' {base_url}/api/v1/models")
+        say(f"CLI in another shell (same broker and data): source {env_file}")
         status = 0 if stop["requested"] else supervise(sup, env, stop)
     except KeyboardInterrupt:
         status = 130

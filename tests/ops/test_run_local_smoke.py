@@ -84,6 +84,9 @@ def test_runner_serves_waits_for_a_model_and_stops_cleanly(runner):
     assert status == 200 and health["database"] == "ok"
     assert (data_dir / "secret_key").stat().st_mode & 0o777 == 0o600
     assert (data_dir / "admin_token").read_text().strip() == info["token"]
+    # A second shell's CLI commands must reach the same embedded broker and data.
+    local_env = (data_dir / "local.env").read_text()
+    assert "export BROKER_URL=filesystem://" in local_env and f"export DATA_DIR={data_dir}" in local_env
 
     # No model version yet: an upload waits as queued and says why.
     job = post_files(f"{info['url']}/api/v1/jobs", info["token"], {"a.png": png_bytes(1), "b.png": png_bytes(2)})
