@@ -1,0 +1,321 @@
+"""Whole-service throughput vs the engine's own in-process batched rate, plus status-poll latency.
+
+    python -m bench.service [--data DIR] [--scans 500] [--batch-size 32] [--image-size 224]
+                            [--bundle DIR] [--pollers 50] [--poll-interval 1.0]
+
+Starts a real web server (gunicorn), a real Celery worker (solo pool) on Redis,
+and a fresh PostgreSQL database; uploads the scans in one request, measures
+upload → job done, while `--pollers` threads poll the job's status. Then it
+measures the engine alone (same bundle, precision, batch size, same scans,
+already decoded) in this process. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "brain-mri" / "Training"
+DEFAULT_PG = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
+SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".bmp", ".tif", ".tiff"}
+logger = logging.getLogger("bench.service")
+
+
+def pick_files(root: Path, count: int, skip: int = 0) -> list[Path]:
+    """`count` scan files spread evenly over a folder tree (deterministic), after `skip` of them."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if len(files) < count + skip:
+        raise SystemExit(f"{root} holds {len(files)} scan files; {count + skip} needed")
+    step = len(files) / (count + skip)
+    chosen = [files[int(i * step)] for i in range(count + skip)]
+    return chosen[skip:] + chosen[:skip]
+
+
+def free_port() -> int:
+    """An unused local TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with `files` parts and a parallel `paths` field."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for path, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                     f'filename="{Path(path).name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+                     + data + b"\r\n")
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="paths"\r\n\r\n{path}\r\n'.encode())
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+class Api:
+    """Tiny HTTP client for the service's JSON API (one connection per instance)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        """Connect to 127.0.0.1:`port` with a bearer token."""
+        self.port, self.headers = port, {"Authorization": f"Bearer {token}"}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, Any]:
+        """Send one request; return (status, parsed JSON)."""
+        headers = dict(self.headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()  # a dropped keep-alive connection: reconnect once
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+
+    def upload(self, files: list[tuple[str, bytes]]) -> int:
+        """POST a job; return its id."""
+        body, content_type = multipart(files)
+        status, answer = self.request("POST", "/api/v1/jobs", body, content_type)
+        if status != 202:
+            raise RuntimeError(f"upload failed: {status} {answer}")
+        return int(answer["id"])
+
+    def wait_done(self, job_id: int, timeout: float, interval: float = 0.1) -> dict:
+        """Poll a job until done; return its last status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, answer = self.request("GET", f"/api/v1/jobs/{job_id}")
+            if status == 200 and answer["status"] == "done":
+                return answer
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} not done after {timeout:.0f} s: {answer}")
+            time.sleep(interval)
+
+
+def poller(port: int, token: str, job_id: int, interval: float, stop: threading.Event,
+           latencies: list[float], errors: list[str]) -> None:
+    """Poll a job's status like a status page does, recording each answer's latency."""
+    api = Api(port, token)
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            status, _ = api.request("GET", f"/api/v1/jobs/{job_id}")
+        except Exception as exc:  # noqa: BLE001 - a failed poll is a measured outcome
+            errors.append(repr(exc))
+            continue
+        latencies.append((time.perf_counter() - started) * 1000.0)
+        if status != 200:
+            errors.append(f"HTTP {status}")
+        stop.wait(interval)
+
+
+def start_process(command: list[str], env: dict[str, str], log: Path, ready: str, timeout: float = 180
+                  ) -> subprocess.Popen:
+    """Start a service process and wait for `ready` in its log."""
+    handle = open(log, "w")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while ready not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"{command[2:5]} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM the process group we started, then SIGKILL if needed."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def temporary_database(admin_url: str) -> tuple[str, Any]:
+    """Create an empty PostgreSQL database; return (url, drop function)."""
+    from sqlalchemy import create_engine
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"mri_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def engine_rate(bundle: Path, precision: str, batch_size: int, blobs: list[bytes], image_size: int
+                ) -> float:
+    """Scans/s of InferenceEngine.classify alone on already-decoded images, in batches."""
+    from models.engine import InferenceEngine
+    from training.decode import DecodeError, decode_bytes
+
+    engine = InferenceEngine.from_bundle(bundle, precision=precision, batch_size=batch_size)
+    images = []
+    for data in blobs:
+        try:
+            images.append(decode_bytes(data, target_size=image_size)[0].image)
+        except DecodeError:
+            continue
+    engine.classify(images[:batch_size])  # warm-up: tracing and first-call allocation
+    started = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        engine.classify(images[start:start + batch_size])
+    return len(images) / (time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole measurement; return the JSON record."""
+    from db.migrate import upgrade
+    from db.session import make_engine, make_session_factory
+    from tasks import runtime
+    from tasks.versions import activate_version, register_bundle
+
+    precision = runtime.resolve_precision(args.precision)
+    work = Path(tempfile.mkdtemp(prefix="mri-bench-"))
+    data_dir = work / "data"
+    bundle = Path(args.bundle) if args.bundle else None
+    if bundle is None:
+        from tests.helpers.tiny_bundle import make_tiny_bundle  # fresh weights: speed does not depend on them
+
+        bundle = make_tiny_bundle(work / "bundle", image_size=args.image_size)
+    database_url, drop_database = temporary_database(args.postgres_url)
+    import redis
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    processes: list[subprocess.Popen] = []
+    try:
+        upgrade(database_url)
+        engine = make_engine(database_url)
+        factory = make_session_factory(engine)
+        from web.auth import get_or_create_user, issue_token
+
+        with factory() as session:
+            version = activate_version(session, register_bundle(session, bundle))
+            image_size = int(version.manifest["image_size"])
+            token = issue_token(session, get_or_create_user(session, "bench", "admin"))
+            session.commit()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "BROKER_"))}
+        env.update(APP_ENV="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=database_url,
+                   REDIS_URL=args.redis_url, DATA_DIR=str(data_dir), INFERENCE_BATCH_SIZE=str(args.batch_size),
+                   INFERENCE_PRECISION=precision, RETRAIN_SCHEDULE="", LOG_LEVEL="WARNING",
+                   KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"), TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=str(REPO), MAX_UPLOAD_MB="2048")
+        port = free_port()
+        processes.append(start_process(
+            [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
+             "-k", "gthread", "--threads", "16", "--log-level", "info", "web:create_app()"],
+            env, work / "web.log", "Booting worker"))
+        processes.append(start_process(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "inference,training,default",
+             "--pool", "solo", "-c", "1", "--loglevel", "INFO", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+             "--without-gossip", "--without-mingle"], env, work / "worker.log", " ready."))
+        paths = pick_files(Path(args.data), args.scans, skip=args.batch_size)
+        warm_paths, measured = paths[args.scans:], paths[:args.scans]
+        api = Api(port, token)
+        # Warm the worker (TF import, bundle load, tracing) on other scans before timing.
+        api.wait_done(api.upload([(f"warm/{p.name}", p.read_bytes()) for p in warm_paths]), 900)
+        blobs = [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in measured]
+        latencies: list[float] = []
+        errors: list[str] = []
+        stop = threading.Event()
+        started = time.perf_counter()
+        job_id = api.upload(blobs)
+        uploaded = time.perf_counter() - started
+        threads = [threading.Thread(target=poller, args=(port, token, job_id, args.poll_interval, stop,
+                                                         latencies, errors), daemon=True)
+                   for _ in range(args.pollers)]
+        for thread in threads:
+            thread.start()
+        final = api.wait_done(job_id, args.timeout, interval=0.05)
+        wall = time.perf_counter() - started
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        for process in processes:
+            stop_process(process)
+        processes.clear()
+        engine.dispose()
+        in_process = engine_rate(bundle, precision, args.batch_size, [b for _, b in blobs], image_size)
+        service = final["done"] / wall
+        latencies.sort()
+        p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)] if latencies else None
+        return {
+            "scans": len(blobs), "classified": final["done"], "failed": final["failed"],
+            "batch_size": args.batch_size, "image_size": image_size, "precision": precision,
+            "service_wall_s": round(wall, 2), "upload_s": round(uploaded, 2),
+            "service_scans_per_s": round(service, 3), "engine_scans_per_s": round(in_process, 3),
+            "service_vs_engine": round(service / in_process, 3),
+            "pollers": args.pollers, "poll_interval_s": args.poll_interval, "polls": len(latencies),
+            "poll_errors": len(errors),
+            "poll_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+            "poll_p95_ms": round(p95, 2) if p95 is not None else None,
+            "poll_max_ms": round(latencies[-1], 2) if latencies else None,
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus", "web_workers": args.web_workers,
+        }
+    finally:
+        for process in processes:
+            stop_process(process)
+        drop_database()
+        redis.Redis.from_url(args.redis_url).flushdb()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of scans (searched recursively)")
+    parser.add_argument("--scans", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224, help="for the fresh-weights bundle")
+    parser.add_argument("--bundle", help="a trained bundle instead of fresh weights")
+    parser.add_argument("--precision", default=os.environ.get("INFERENCE_PRECISION", "auto"),
+                        choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--pollers", type=int, default=50)
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between one poller's polls")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--postgres-url", default=DEFAULT_PG, help="server where a temporary database is made")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="flushed before and after")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
