@@ -12,8 +12,9 @@ from typing import IO, Any, Mapping
 from flask import Flask, Request, current_app, g, request
 
 logger = logging.getLogger(__name__)
-# Form fields other than files (each `paths` value) stay small; files spool to DATA_DIR/tmp.
-MAX_FORM_FIELD_BYTES = 64 * 1024
+# Caps each non-file form field (a `paths` value). Werkzeug also applies it to its parse
+# buffer (read in 64 KiB chunks), so it must stay well above that or real uploads get 413.
+MAX_FORM_FIELD_BYTES = 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 512 * 1024
 
 

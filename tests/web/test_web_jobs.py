@@ -26,6 +26,14 @@ def test_upload_answers_202_with_id_and_status_url(client, auth, session):
     assert job.sealed and job.total == 3
 
 
+def test_files_larger_than_the_parser_buffer_upload_fine(client, auth, session):
+    import os
+    files = [(f"big/{i}.dcm", os.urandom(300 * 1024)) for i in range(4)]  # 1.2 MB < MAX_UPLOAD_MB=2
+    response = client.post("/api/v1/jobs", data=upload_data(files), headers=auth("uploader"))
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["total"] == 4
+
+
 def test_status_shape_and_waiting_detail_without_a_model(client, auth):
     created = client.post("/api/v1/jobs", data=upload_data([("x/a.png", png_bytes())]),
                           headers=auth("uploader")).get_json()
