@@ -107,3 +107,13 @@ def test_login_form_needs_its_csrf_token(client, auth):
     client.get("/login")
     response = client.post("/login", data={"csrf_token": "forged", "token": token})
     assert response.status_code == 200 and "expired" in response.get_data(as_text=True)
+
+
+def test_admin_issues_tokens_over_the_api(client, auth):
+    response = client.post("/api/v1/tokens", json={"name": "scanner-7", "role": "uploader"}, headers=auth("admin"))
+    assert response.status_code == 201
+    token = response.get_json()["token"]
+    assert client.post("/api/v1/jobs", data=upload_data([("a.png", png_bytes())]),
+                       headers={"Authorization": f"Bearer {token}"}).status_code == 202
+    assert client.post("/api/v1/tokens", json={"name": "x"}, headers=auth("reviewer")).status_code == 403
+    assert client.post("/api/v1/tokens", json={"name": "x", "role": "root"}, headers=auth("admin")).status_code == 400

@@ -8,6 +8,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 def load_routes() -> Blueprint:
     """Import the route modules (they attach to `bp`) and return the blueprint."""
-    from web.api import jobs, models, results  # noqa: F401
+    from web.api import admin, jobs, models, results  # noqa: F401
 
     return bp
