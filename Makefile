@@ -13,7 +13,8 @@ SHARED_TRAINING := ../shared/data/brain-mri/Training
 TRAINING_DATA_DIR ?= $(if $(wildcard $(SHARED_TRAINING)),$(abspath $(SHARED_TRAINING)),)
 export KERAS_BACKEND ?= tensorflow
 PYTEST_ARGS ?=
-BENCH_SCANS ?= 200
+BENCH_DATA ?= $(TRAINING_DATA_DIR)
+BENCH_SCANS ?= 500
 BENCH_BATCH ?= 32
 TRAIN_ARGS ?=
 TRAIN_STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
@@ -41,13 +42,15 @@ lint: venv-dev ## byte-compile everything; ruff too if it is installed
 	@if $(VPY) -m ruff --version >/dev/null 2>&1; then $(VPY) -m ruff check .; \
 	else echo "ruff is not installed in $(VENV): only byte-compiled (pip install ruff for more)"; fi
 
-bench: venv-dev ## engine vs whole-service throughput and status-poll latency (needs Redis)
-	$(VPY) bench/inference.py $(BENCH_INFERENCE_ARGS)
-	$(VPY) bench/service.py $(BENCH_SERVICE_ARGS)
+bench: venv-dev ## engine batched vs naive; whole service vs engine + status polls (PostgreSQL, Redis)
+	@if [ -z "$(BENCH_DATA)" ]; then echo "set BENCH_DATA (or TRAINING_DATA_DIR) to a folder of scans"; exit 1; fi
+	PYTHONPATH=. $(VPY) -m bench.inference --data "$(BENCH_DATA)" --batch-size $(BENCH_BATCH) $(BENCH_INFERENCE_ARGS)
+	PYTHONPATH=. $(VPY) -m bench.service --data "$(BENCH_DATA)" --scans $(BENCH_SCANS) --batch-size $(BENCH_BATCH) \
+	    $(BENCH_SERVICE_ARGS)
 
 train: venv ## train all five models on TRAINING_DATA_DIR into a bundle under DATA_DIR/bundles
 	@if [ -z "$(TRAINING_DATA_DIR)" ]; then echo "set TRAINING_DATA_DIR to a labelled folder (one subfolder per class)"; exit 1; fi
-	$(VPY) -m training train --data "$(TRAINING_DATA_DIR)" --out "$(BUNDLE)" $(TRAIN_ARGS)
+	PYTHONPATH=. $(VPY) -m training train --data "$(TRAINING_DATA_DIR)" --out "$(BUNDLE)" $(TRAIN_ARGS)
 	@echo "register it with: $(VENV)/bin/flask --app web register-model $(BUNDLE) --activate"
 
 clean: ## remove caches and build leftovers (keeps .venv and DATA_DIR)

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # `python scripts/run_local.py` as well as `pytho
 from scripts.local_env import (BrokerChoice, choose_broker, ensure_data_dir, ensure_secret_key,
                                labelled_classes, private_redis_command, run_checked, wait_for_redis)
 from scripts.procs import Supervisor, tail
+from scripts.recover import resend_open_work
 from scripts.service_state import ServiceWatcher, read_state
 
 logger = logging.getLogger(__name__)
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the service until interrupted; return the exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kombu").setLevel(logging.ERROR)  # "No hostname was supplied" for filesystem://
     stop = {"requested": False}
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         start_broker(choice, sup, env, data_dir, logs)
         run_checked([tool("flask"), "--app", "web", "db", "upgrade"], env, "flask --app web db upgrade")
         say("database schema is up to date")
+        for line in resend_open_work(env, choice.kind):
+            say(line)
         base_url = start_services(args, sup, env, data_dir, logs)
         wait_healthy(base_url, sup, args.startup_timeout, stop)
         token = admin_token(base_url, env, data_dir)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import load_settings
 from db.models import Job, ModelVersion, TrainingRun
@@ -73,7 +72,7 @@ class ServiceWatcher:
         self._last_poll = now
         try:
             state = read_state(self.env)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # status lines must never take the service down
             if self._error_reported:
                 return []
             self._error_reported = True
@@ -97,9 +96,12 @@ class ServiceWatcher:
                 lines.append(f"training run #{run_id} failed: {error or 'see the worker log'}")
             elif status == "succeeded" and (old is None or old[0] != "succeeded"):
                 lines.append(f"training run #{run_id} succeeded")
-            elif status == "running" and (old is None or old[0] != "running"
-                                          or now - self._last_progress_line >= self.progress_every_s):
-                if old is None or old[1:3] != (stage, progress):
+            elif status == "running":
+                # A new stage is news at once; progress within a stage at most once a minute.
+                new_stage = old is None or old[0] != "running" or old[1] != stage
+                due = (not new_stage and old[2] != progress
+                       and now - self._last_progress_line >= self.progress_every_s)
+                if new_stage or due:
                     self._last_progress_line = now
                     lines.append(f"training run #{run_id}: {stage or 'running'} {progress:.0%}")
         if after.waiting_jobs and after.active is None and (

@@ -31,6 +31,8 @@ def test_describe_reports_changes_once():
     old_history = ServiceState(runs={1: ("failed", "", 0.0, "boom")}, waiting_jobs=2)
     first = watcher.describe(None, old_history, now=0)
     assert first == ["2 job(s) waiting for a trained model"]  # old failures are not news
+    at_start = ServiceState(runs={5: ("running", "vgg16", 0.4, "")}, open_runs=(5,))
+    assert ServiceWatcher({}).describe(None, at_start, now=500) == ["training run #5: vgg16 40%"]
 
     running = ServiceState(runs={1: ("failed", "", 0.0, "boom"), 2: ("running", "features", 0.1, "")},
                            open_runs=(2,), waiting_jobs=2)
@@ -39,8 +41,11 @@ def test_describe_reports_changes_once():
     assert watcher.describe(running, later, now=30) == []  # progress lines at most once a minute
     assert watcher.describe(running, later, now=100) == ["training run #2: features 20%"]
 
+    next_stage = ServiceState(runs={2: ("running", "svm", 0.21, "")}, open_runs=(2,), waiting_jobs=2)
+    assert watcher.describe(later, next_stage, now=101) == ["training run #2: svm 21%"]  # a new stage at once
+
     done = ServiceState(versions=1, active=7, runs={2: ("succeeded", "done", 1.0, "")})
-    assert watcher.describe(later, done, now=101) == ["model version #7 is active: jobs are classified now",
+    assert watcher.describe(next_stage, done, now=101) == ["model version #7 is active: jobs are classified now",
                                                       "training run #2 succeeded"]
     failed = ServiceState(runs={3: ("failed", "", 0.0, "ValueError: no data")})
     assert watcher.describe(done, failed, now=102) == ["training run #3 failed: ValueError: no data"]
