@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     database_url, drop_database = temporary_database(args.postgres_url)
     import redis
 
-    redis.Redis.from_url(args.redis_url).flushdb()
+    # A key prefix of its own: other services or test runs may share this Redis db.
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     processes: list[subprocess.Popen] = []
     try:
         upgrade(database_url)
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             session.commit()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "BROKER_"))}
         env.update(APP_ENV="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=database_url,
-                   REDIS_URL=args.redis_url, DATA_DIR=str(data_dir), INFERENCE_BATCH_SIZE=str(args.batch_size),
+                   REDIS_URL=args.redis_url, BROKER_KEY_PREFIX=prefix, DATA_DIR=str(data_dir), INFERENCE_BATCH_SIZE=str(args.batch_size),
                    INFERENCE_PRECISION=precision, RETRAIN_SCHEDULE="", LOG_LEVEL="WARNING",
                    KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"), TF_CPP_MIN_LOG_LEVEL="2",
                    PYTHONPATH=str(REPO), MAX_UPLOAD_MB="2048")
@@ -286,7 +287,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for process in processes:
             stop_process(process)
         drop_database()
-        redis.Redis.from_url(args.redis_url).flushdb()
+        client = redis.Redis.from_url(args.redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
         if not args.keep:
             import shutil
 
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between one poller's polls")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--postgres-url", default=DEFAULT_PG, help="server where a temporary database is made")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="flushed before and after")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="keys go under a unique prefix")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     parser.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")

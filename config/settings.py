@@ -29,6 +29,8 @@ class Settings:
     database_url: str = ""
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str = ""
+    # Prefix on every Redis key Celery uses, so several services (or test runs) can share one Redis db.
+    broker_key_prefix: str = ""
     secret_key: str = field(default="", repr=False)
     training_data_dir: Path | None = None
     inference_batch_size: int = 32
@@ -120,6 +122,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         database_url=environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'service.db'}",
         redis_url=environ.get("REDIS_URL") or "redis://localhost:6379/0",
         broker_url=environ.get("BROKER_URL", ""),
+        broker_key_prefix=environ.get("BROKER_KEY_PREFIX", ""),
         secret_key="" if "secret_key" in overrides else _secret_key(environ, env, data_dir),
         training_data_dir=Path(training_dir).absolute() if training_dir else None,
         inference_batch_size=_int(environ, "INFERENCE_BATCH_SIZE", 32),

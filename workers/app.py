@@ -64,7 +64,10 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
     # A message that is not acknowledged within this time is delivered again, so it
     # must be longer than the longest task (a training run).
-    return {"visibility_timeout": settings.task_visibility_timeout_s}
+    options: dict[str, Any] = {"visibility_timeout": settings.task_visibility_timeout_s}
+    if settings.broker_key_prefix:
+        options["global_keyprefix"] = settings.broker_key_prefix
+    return options
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,24 +26,39 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def broker_url() -> Iterator[str]:
-    """Redis db 12, flushed before and after: the worker tests' broker."""
+    """Redis db 12: the worker tests' broker (each test uses its own key prefix, deleted afterwards)."""
     import redis
 
     client = redis.Redis.from_url(WORKER_REDIS_URL)
     try:
-        client.flushdb()
+        client.ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.fail(f"Redis is not reachable at {WORKER_REDIS_URL}: {exc}. Start it (see README).")
     yield WORKER_REDIS_URL
-    client.flushdb()
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _drop_prefixed_keys(request) -> Iterator[None]:
+    """Delete the Redis keys of this test's prefix when it ends."""
+    yield
+    if "service" in request.fixturenames:
+        import redis
+
+        settings, _ = request.getfixturevalue("service")
+        client = redis.Redis.from_url(WORKER_REDIS_URL)
+        for key in client.scan_iter(f"{settings.broker_key_prefix}*"):
+            client.delete(key)
+        client.close()
 
 
 @pytest.fixture()
 def service(tmp_path: Path, postgres_url: str, broker_url: str):
     """(settings, session factory) on a migrated PostgreSQL database and Redis db 12."""
     upgrade(postgres_url)
-    settings = service_settings(tmp_path, postgres_url, broker_url)
+    # A key prefix of its own keeps this test's queues apart from any other run sharing db 12.
+    settings = service_settings(tmp_path, postgres_url, broker_url,
+                                broker_key_prefix=f"itest-{uuid.uuid4().hex[:8]}:")
     engine = make_engine(postgres_url)
     yield settings, make_session_factory(engine)
     engine.dispose()
@@ -57,7 +73,7 @@ def start_worker(tmp_path: Path, service, request) -> Iterator[Callable[..., Wor
     def start(pool: str = "solo", **extra: str) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "BROKER_"))}
         env.update(APP_ENV="test", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-                   DATA_DIR=str(settings.data_dir), INFERENCE_BATCH_SIZE=str(settings.inference_batch_size),
+                   BROKER_KEY_PREFIX=settings.broker_key_prefix, DATA_DIR=str(settings.data_dir), INFERENCE_BATCH_SIZE=str(settings.inference_batch_size),
                    RETRAIN_SCHEDULE="", KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"),
                    TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **extra)
         worker = Worker(env, tmp_path / f"worker{len(started)}.log", pool)

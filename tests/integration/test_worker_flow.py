@@ -143,3 +143,19 @@ def test_training_run_produces_an_active_version_and_starts_waiting_jobs(service
         count = session.scalar(select(func.count(Prediction.id)).where(
             Prediction.model_version_id == version.id))
         assert count == 2 * len(MODELS)
+
+
+def test_embedded_filesystem_broker(service, start_worker, tiny_bundle):
+    """With BROKER_URL=filesystem:// (no Redis needed) a real worker still classifies a job."""
+    settings, factory = service
+    settings = settings.replace(broker_url="filesystem://")
+    _activate(factory, tiny_bundle)
+    with factory() as session:
+        job_id = make_job(session, settings, scan_files(good=2)).id
+    worker = start_worker(BROKER_URL="filesystem://")
+    dispatch_job(factory, job_id, settings)
+    wait_for(lambda: _job_done(factory, job_id), 180, "the job over the filesystem broker", worker)
+    with factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.done, job.failed) == (2, 2)
+    assert not any((settings.data_dir / "broker" / "queue").iterdir()), "acknowledged messages are removed"

@@ -96,3 +96,21 @@ def test_precision_setting():
         assert runtime.resolve_precision("auto") == expected
     with pytest.raises(ValueError):
         runtime.resolve_precision("float16")
+
+
+def test_broker_key_prefix_isolates_queues(tmp_path, redis_url):
+    """Two apps with different BROKER_KEY_PREFIX on one Redis db never see each other's messages."""
+    import redis
+
+    one = create_celery(_settings(tmp_path, REDIS_URL=redis_url, BROKER_KEY_PREFIX="one:"))
+    two = create_celery(_settings(tmp_path, REDIS_URL=redis_url, BROKER_KEY_PREFIX="two:"))
+    assert one.conf.broker_transport_options["global_keyprefix"] == "one:"
+    one.send_task("tasks.classify_batch", args=[[1], 1], queue="inference")
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen("one:inference") == 1 and client.llen("inference") == 0
+    with two.connection_for_read() as conn:
+        queue = conn.SimpleQueue("inference")
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.5)
+        queue.close()
+    client.close()
