@@ -52,20 +52,22 @@ def evaluate_bundle(
     batch_size: int = 32,
 ) -> dict:
     """Classify a labelled folder/zip with the bundle; write metrics.json and PNG plots; return metrics."""
+    from models.bundle import verify_bundle
     from models.engine import InferenceEngine
     from training.datasets import list_labelled, load_image_array
     from training.metrics import classification_metrics, roc_curves
     from training.plots import plot_accuracy_comparison, plot_confusion_matrix, plot_roc_curves
 
-    engine = InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
-    classes = list(engine.classes)
+    manifest = verify_bundle(bundle_dir)
+    classes = [str(c) for c in manifest["classes"]]
     items = list_labelled(data)
-    # Check class folders before decoding anything: a wrong folder fails in a second.
+    # Check class folders before loading networks or decoding: a wrong folder fails fast.
     _labels_for(items, [], classes)
-    images, kept = load_image_array(items, engine.image_size, on_error="skip")
+    images, kept = load_image_array(items, int(manifest["image_size"]), on_error="skip")
     if len(kept) == 0:
         raise EvaluationError(f"none of the {len(items)} files in {data} could be decoded")
     y_true = _labels_for(items, kept, classes)
+    engine = InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
     probs = engine_probabilities(engine, images, progress)
     names = [n for n in engine.model_names if n in probs] + ["ensemble"]
     metrics = {"models": {n: classification_metrics(y_true, probs[n], classes) for n in names}}

@@ -53,17 +53,20 @@ def _decode(path: Path, target_size: int):
 
 def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_size: int = 32) -> dict:
     """Decode and classify every scan; return {"bundle", "scans": [...], "errors": [...]}."""
+    from models.bundle import bundle_digest, verify_bundle
     from models.engine import InferenceEngine
 
-    engine = InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
+    manifest = verify_bundle(bundle_dir)
+    image_size = int(manifest["image_size"])
     files, errors = expand_paths(paths)
+    engine = None
     scans: list[dict] = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files), CHUNK_FILES):
             chunk = files[start:start + CHUNK_FILES]
             images: list[np.ndarray] = []
             where: list[tuple[Path, int | None]] = []
-            for path, (decoded, error) in zip(chunk, pool.map(lambda p: _decode(p, engine.image_size), chunk)):
+            for path, (decoded, error) in zip(chunk, pool.map(lambda p: _decode(p, image_size), chunk)):
                 if error is not None:
                     errors.append({"path": str(path), "error": error})
                     continue
@@ -72,9 +75,12 @@ def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_siz
                     where.append((path, scan.frame))
             if not images:
                 continue
+            # Load the networks only once something decoded: a folder of junk fails fast.
+            engine = engine or InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
             for (path, frame), result in zip(where, engine.classify(images)):
                 scans.append({"path": str(path), "frame": frame, **result})
-    return {"bundle": str(bundle_dir), "bundle_digest": engine.digest, "models": engine.model_names,
+    models = engine.model_names if engine is not None else list(manifest.get("models", []))
+    return {"bundle": str(bundle_dir), "bundle_digest": bundle_digest(bundle_dir), "models": models,
             "scans": scans, "errors": errors}
 
 

@@ -16,7 +16,7 @@ from training.heads import HeadRecipe, head_features, head_probabilities, train_
 log = logging.getLogger(__name__)
 
 # Images used to re-estimate BatchNorm statistics of a random backbone (a sample is enough).
-RECALIBRATION_IMAGES = 512
+RECALIBRATION_IMAGES = 256
 
 
 @dataclass
@@ -40,10 +40,6 @@ class TransferResult:
     features: SharedFeatures | None
 
 
-def _should_recalibrate(mode: str, weights_mode: str) -> bool:
-    return mode == "on" or (mode == "auto" and weights_mode == "none")
-
-
 def train_transfer_model(
     arch: str,
     split,
@@ -62,7 +58,7 @@ def train_transfer_model(
     started = time.perf_counter()
     backbone = build_backbone(arch, options.image_size, weights)
     recalibrated = 0
-    if _should_recalibrate(options.bn_recalibration, weights.mode):
+    if options.bn_recalibration == "on":
         rng = np.random.default_rng(options.seed)
         sample = rng.choice(len(split.x_train), min(RECALIBRATION_IMAGES, len(split.x_train)), replace=False)
         recalibrated = recalibrate_batchnorm(backbone, arch, split.x_train[np.sort(sample)])

@@ -33,12 +33,12 @@ def test_train_writes_a_verified_bundle_with_full_manifest(trained, capsys):
     assert manifest["models"] == list(MODEL_NAMES)
     assert manifest["classes"] == list(CLASSES) and manifest["image_size"] == 32
     assert manifest["backbone_weights"]["mode"] == "none"
-    assert manifest["custom_cnn_variant"] == "improved"
+    assert manifest["custom_cnn_variant"] == "deep"
     assert len(manifest["training_data_sha256"]) == 64
     assert set(manifest["validation_metrics"]) == {*MODEL_NAMES, "ensemble"}
     assert set(manifest["ensemble_weights"]) == set(MODEL_NAMES)
     assert manifest["seed"] == 3 and manifest["views"] == 1
-    assert manifest["training"]["resnet50"]["bn_recalibrated_layers"] > 0
+    assert manifest["training"]["resnet50"]["bn_recalibrated_layers"] == 0  # off by default
     assert {"resnet50", "vgg16", "custom_cnn", "svm", "random_forest"} <= set(manifest["timings"])
     assert (trained["bundle"] / "plots" / "training_history.png").read_bytes()[:4] == b"\x89PNG"
 

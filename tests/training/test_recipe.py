@@ -124,3 +124,15 @@ def test_progress_is_monotonic_and_ends_at_one():
     progress("a", 0.1, "late report")  # never moves backwards
     progress("b", 1.0, "z")
     assert seen == sorted(seen) and seen[0] == pytest.approx(0.125) and seen[-1] == pytest.approx(1.0)
+
+
+def test_cnn_variants_build_and_refuse_unknown():
+    from training.cnn_variants import build_cnn
+
+    deep = build_cnn("deep", 32, 4)
+    assert deep.output_shape == (None, 4) and deep.name == "custom_cnn"
+    assert build_cnn("reference", 64, 4).output_shape == (None, 4)
+    with pytest.raises(ValueError):
+        build_cnn("reference", 32, 4)  # its 'valid' convolutions need >= 46 px
+    with pytest.raises(ValueError, match="unknown"):
+        build_cnn("resnet", 32, 4)
