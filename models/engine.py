@@ -76,7 +76,8 @@ class InferenceEngine:
             return {n: 1.0 / len(self.model_names) for n in self.model_names}
         return {n: w / total for n, w in present.items()}
 
-    def _estimator_probabilities(self, name: str, features: np.ndarray) -> np.ndarray:
+    def estimator_probabilities(self, name: str, features: np.ndarray) -> np.ndarray:
+        """Run SVM or Random Forest on 256-d features; return [N,C] in the bundle's class order."""
         estimator = self.estimators[name]
         proba = np.asarray(estimator.predict_proba(features), dtype=np.float32)
         out = np.zeros((features.shape[0], len(self.classes)), dtype=np.float32)
@@ -114,7 +115,7 @@ class InferenceEngine:
                 features = _to_numpy(out[1])
                 for est in ESTIMATOR_NAMES:
                     if est in self.estimators:
-                        probs[est] = self._estimator_probabilities(est, features)
+                        probs[est] = self.estimator_probabilities(est, features)
             else:
                 probs[name] = _to_numpy(out)
         probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs)
@@ -134,7 +135,7 @@ class InferenceEngine:
             self._separate[name] = _compile_forward(model, self.image_size)
         out = _to_numpy(self._separate[name](preprocess_for(name, batch)))
         if name in ESTIMATOR_NAMES:
-            return self._estimator_probabilities(name, out)
+            return self.estimator_probabilities(name, out)
         return out
 
     def _scan_result(self, probs: dict[str, np.ndarray], i: int) -> dict:

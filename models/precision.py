@@ -52,3 +52,24 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     clone.set_weights(model.get_weights())
     logger.info("%s: %d layers switched to mixed_bfloat16", model.name, changed)
     return clone
+
+
+def bfloat16_supported() -> bool:
+    """True where bfloat16 arithmetic is fast: a CPU with AVX512-BF16/AMX, or a visible GPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            flags = handle.read()
+        if "avx512_bf16" in flags or "amx_bf16" in flags:
+            return True
+    except OSError:
+        pass
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
