@@ -38,20 +38,6 @@ def broker_url() -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(autouse=True)
-def _drop_prefixed_keys(request) -> Iterator[None]:
-    """Delete the Redis keys of this test's prefix when it ends."""
-    yield
-    if "service" in request.fixturenames:
-        import redis
-
-        settings, _ = request.getfixturevalue("service")
-        client = redis.Redis.from_url(WORKER_REDIS_URL)
-        for key in client.scan_iter(f"{settings.broker_key_prefix}*"):
-            client.delete(key)
-        client.close()
-
-
 @pytest.fixture()
 def service(tmp_path: Path, postgres_url: str, broker_url: str):
     """(settings, session factory) on a migrated PostgreSQL database and Redis db 12."""
@@ -62,6 +48,12 @@ def service(tmp_path: Path, postgres_url: str, broker_url: str):
     engine = make_engine(postgres_url)
     yield settings, make_session_factory(engine)
     engine.dispose()
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    for key in client.scan_iter(f"{settings.broker_key_prefix}*"):
+        client.delete(key)
+    client.close()
 
 
 @pytest.fixture()
