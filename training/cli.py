@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="bundle folder to write")
     train.add_argument("--models", default=",".join(MODEL_NAMES),
                        help="comma-separated subset of " + ",".join(MODEL_NAMES))
-    train.add_argument("--epochs", type=_positive_int, default=30, help="max epochs (early stopping)")
-    train.add_argument("--image-size", type=_positive_int, default=160)
+    train.add_argument("--epochs", type=_positive_int, default=40,
+                       help="max epochs of the ResNet50/VGG16 heads (early stopping)")
+    train.add_argument("--image-size", type=_positive_int, default=128)
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--backbone-weights", default="imagenet", help="imagenet | none | PATH")
     train.add_argument("--seed", type=int, default=42)
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cnn-variant", choices=("deep", "improved", "reference"), default="deep",
                        help="custom CNN: deep (default, best measured), improved, or the SPEC reference stack")
     train.add_argument("--cnn-epochs", type=_positive_int, default=None,
-                       help="custom CNN epochs (default: --epochs)")
+                       help="custom CNN epochs (default: the smaller of --epochs and 15)")
     train.add_argument("--cnn-lr", type=float, default=None, help="custom CNN peak learning rate")
     train.add_argument("--cnn-schedule", choices=("cosine", "plateau"), default=None)
     train.add_argument("--val-fraction", type=float, default=0.1)

@@ -40,6 +40,8 @@ def test_cnn_recipes():
     assert reference.epochs == 7
     improved = TrainOptions(data=".", out=".", cnn_epochs=3).cnn_recipe()
     assert improved.schedule == "cosine" and improved.epochs == 3 and improved.label_smoothing > 0
+    assert TrainOptions(data=".", out=".", epochs=40).cnn_recipe().epochs == 15
+    assert TrainOptions(data=".", out=".", epochs=1).cnn_recipe().epochs == 1
 
 
 def test_split_keeps_duplicates_together_and_encodes_in_class_order(tmp_path):
