@@ -67,8 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_progress(stage: str, fraction: float, message: str) -> None:
-    print(f"[{fraction * 100:5.1f}%] {message}", flush=True)
+class _ProgressPrinter:
+    """Print progress lines; batch-level lines of one stage at most every few seconds."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        # Epoch and result lines always show; feature-cache batches are throttled.
+        chatty = "features:" in message or message.startswith("classified ")
+        if chatty and now - self.last.get(stage, -1e9) < self.every_s:
+            return
+        self.last[stage] = now
+        print(f"[{fraction * 100:5.1f}%] {message}", flush=True)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -102,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bn_recalibration=args.bn_recalibration,
     )
     started = time.perf_counter()
-    manifest = train_bundle(options, _print_progress)
+    manifest = train_bundle(options, _ProgressPrinter())
     print()
     print(f"Validation metrics ({manifest['dataset']['validation']} images), "
           f"wall time {time.perf_counter() - started:.0f} s:")
@@ -123,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle; print the summary table."""
     from training.evaluate import evaluate_bundle
 
-    metrics = evaluate_bundle(args.models, args.data, args.report, _print_progress, args.batch_size)
+    metrics = evaluate_bundle(args.models, args.data, args.report, _ProgressPrinter(), args.batch_size)
     print(metrics_table(metrics["models"]))
     print(f"report: {Path(args.report) / 'metrics.json'}")
     return 0

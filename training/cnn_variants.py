@@ -8,6 +8,11 @@ a full-resolution first convolution, which is what lets it train enough epochs o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+
 CNN_VARIANTS: tuple[str, ...] = ("deep", "improved", "reference")
 
 
@@ -20,7 +25,7 @@ def _conv_bn_relu(x, filters: int, kernel: int, strides: int, name: str):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def build_deep_cnn(image_size: int, num_classes: int = 4, width: int = 32, dropout: float = 0.3):
+def build_deep_cnn(image_size: int, num_classes: int = 4, width: int = 32, dropout: float = 0.3) -> "keras.Model":
     """5x5/2 stem, four blocks of two 3x3 conv-BN-ReLU (width..8*width), GAP, dropout, softmax."""
     import keras
     from keras import layers
@@ -40,7 +45,7 @@ def build_deep_cnn(image_size: int, num_classes: int = 4, width: int = 32, dropo
     return keras.Model(inputs, outputs, name="custom_cnn")
 
 
-def build_cnn(variant: str, image_size: int, num_classes: int = 4):
+def build_cnn(variant: str, image_size: int, num_classes: int = 4) -> "keras.Model":
     """Build the custom CNN for a variant name recorded in the bundle manifest."""
     if variant == "deep":
         return build_deep_cnn(image_size, num_classes)

@@ -117,7 +117,9 @@ def backbone_features(
     return out
 
 
-def view_transform(seed: int, view: int, params: AugmentParams = AugmentParams()):
+def view_transform(
+    seed: int, view: int, params: AugmentParams = AugmentParams()
+) -> Callable[[np.ndarray, int], np.ndarray]:
     """Deterministic augmentation for one view: the same images get the same warps per arch."""
 
     def transform(batch: np.ndarray, batch_index: int) -> np.ndarray:
