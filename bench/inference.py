@@ -213,7 +213,8 @@ def run(args: argparse.Namespace) -> dict:
         labels = np.array([classes.index(c) for _, c in scans])
         bundle_f32 = bundle = fresh_bundle(args.image_size, classes, images, labels)
     fp32 = InferenceEngine(bundle_f32, precision="float32", batch_size=args.batch_size)
-    bf16 = InferenceEngine(bundle, precision="bfloat16", batch_size=args.batch_size)
+    bf16_networks = args.bf16_networks.split(",") if args.bf16_networks else None
+    bf16 = InferenceEngine(bundle, precision="bfloat16", batch_size=args.batch_size, bf16_networks=bf16_networks)
     sample = load_scan(paths[0], fp32.image_size)
     for engine in (fp32, bf16):
         warm_up(engine, sample, min(args.batch_size, len(paths)))
@@ -248,6 +249,7 @@ def run(args: argparse.Namespace) -> dict:
         "batched_vs_naive": round(batched / naive_rate, 2),
         "bf16_vs_batched": round(bf16_rate / batched, 2),
         "flops_per_model": flops,
+        "bf16_networks": sorted(n for n, p in bf16.network_precision.items() if p == "bfloat16"),
         "batched_runs": [round(r, 3) for r in fp32_rates],
         "bf16_runs": [round(r, 3) for r in bf16_rates],
         "scans": len(paths),
@@ -271,6 +273,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--naive-scans", type=int, default=0, help="limit the slow naive path (0 = all)")
     parser.add_argument("--compiled-naive-scans", type=int, default=16,
                         help="scans for the compiled one-scan-per-call variant (informational)")
+    parser.add_argument("--bf16-networks", default="",
+                        help="comma list of networks run in bfloat16 (default: the engine's default)")
     parser.add_argument("--repeats", type=int, default=2, help="batched rounds; the best is reported")
     parser.add_argument("--gemm-seconds", type=float, default=3.0, help="time spent measuring GEMM")
     parser.add_argument("--bundle", help="trained bundle folder (otherwise fresh random weights)")

@@ -83,12 +83,23 @@ def test_never_runs_one_image_at_a_time(tiny_bundle, scans):
     assert seen == [4, 4, 2]
 
 
-def test_bfloat16_path_runs_and_mostly_agrees(tiny_bundle, tiny_engine, scans):
+def test_bfloat16_default_keeps_resnet_features_exact(tiny_bundle, tiny_engine, scans):
     engine = InferenceEngine.from_bundle(tiny_bundle, precision="bfloat16", batch_size=8)
+    assert engine.network_precision == {"resnet50": "float32", "vgg16": "bfloat16", "custom_cnn": "bfloat16"}
+    bf16, fp32 = engine.predict_probabilities(scans), tiny_engine.predict_probabilities(scans)
+    for name in ("resnet50", "svm", "random_forest"):
+        np.testing.assert_allclose(bf16[name], fp32[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_path_runs_and_mostly_agrees(tiny_bundle, tiny_engine, scans):
+    engine = InferenceEngine.from_bundle(
+        tiny_bundle, precision="bfloat16", batch_size=8, bf16_networks=["resnet50", "vgg16", "custom_cnn"]
+    )
     bf16 = engine.predict_probabilities(scans)
     fp32 = tiny_engine.predict_probabilities(scans)
     conv = engine.networks["vgg16"].get_layer("vgg16").get_layer("block1_conv1")
     assert conv.compute_dtype == "bfloat16"
+    assert engine.networks["resnet50"].get_layer("resnet50").get_layer("conv1_conv").compute_dtype == "bfloat16"
     for name in MEMBERS:
         assert bf16[name].dtype == np.float32
         np.testing.assert_allclose(bf16[name].sum(axis=1), 1.0, rtol=1e-5)
