@@ -157,12 +157,13 @@ def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, f
     for arch in TRANSFER_ARCHES:
         if arch in options.models:
             costs[arch] = passes * _GFLOP_224[arch] * scale
-    if "custom_cnn" in options.models:
-        # Training costs ~3 forward passes per image per epoch.
-        costs["custom_cnn"] = options.cnn_recipe().epochs * n_train * 3 * _GFLOP_224["custom_cnn"] * scale
+    # Dict order is the order train_bundle runs the stages (estimators before the CNN).
     for name in ESTIMATOR_NAMES:
         if name in options.models:
             costs[name] = 0.05 * n_train * (1 + options.views)
+    if "custom_cnn" in options.models:
+        # Training costs ~3 forward passes per image per epoch.
+        costs["custom_cnn"] = options.cnn_recipe().epochs * n_train * 3 * _GFLOP_224["custom_cnn"] * scale
     costs["ensemble"] = 0.01 * n_val
     costs["save"] = 0.05 * n_val
     return costs

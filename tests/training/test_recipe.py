@@ -138,3 +138,11 @@ def test_cnn_variants_build_and_refuse_unknown():
         build_cnn("reference", 32, 4)  # its 'valid' convolutions need >= 46 px
     with pytest.raises(ValueError, match="unknown"):
         build_cnn("resnet", 32, 4)
+
+
+def test_stage_costs_follow_execution_order():
+    from training.recipe import _stage_costs
+
+    opts = TrainOptions(data=".", out=".")
+    assert list(_stage_costs(opts, 100, 10)) == [
+        "load", "resnet50", "vgg16", "svm", "random_forest", "custom_cnn", "ensemble", "save"]
