@@ -2,12 +2,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from base64 import b64decode
+from pathlib import Path
 
 from db.migrate import upgrade
 from db.models import Job, ModelVersion, Scan, TrainingRun
 from db.session import make_engine, make_session_factory
 from scripts.recover import resend_open_work
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resend_in_fresh_process(env: dict[str, str], broker_kind: str) -> list[str]:
+    """Run resend_open_work as the runner does: in its own process, whose Celery senders are fresh
+    (a sender cached by another test for "filesystem://" would point at that test's folder)."""
+    code = ("import json, sys; from scripts.recover import resend_open_work; "
+            "print(json.dumps(resend_open_work(json.loads(sys.argv[1]), sys.argv[2])))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(env), broker_kind], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def queued_tasks(data_dir) -> list[tuple[str, list]]:
@@ -41,7 +57,7 @@ def test_filesystem_broker_gets_open_runs_and_scans_again(tmp_path):
 
     env = {"DATA_DIR": str(tmp_path), "DATABASE_URL": url, "BROKER_URL": "filesystem://",
            "APP_ENV": "development"}
-    lines = resend_open_work(env, "filesystem")
+    lines = resend_in_fresh_process(env, "filesystem")
 
     assert lines == ["re-sent unfinished training run(s) #1 (they restart from the beginning)",
                      "re-sent the queued scans of 1 unfinished job(s)"]
