@@ -21,7 +21,7 @@ WAITING_FOR_MODEL = ("waiting for a trained model: no active model version yet. 
                      "`flask --app web register-model BUNDLE_DIR --activate` or start a training run; "
                      "this job starts by itself once a version is active.")
 _IN_CHUNK = 500  # keeps IN (...) lists well under database parameter limits
-_senders: dict[str, Celery] = {}
+_senders: dict[tuple[str, str], Celery] = {}
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -35,13 +35,14 @@ def celery_for(settings: Settings) -> Celery:
 
     from workers.app import APP_NAME, create_celery
 
+    key = (settings.celery_broker_url, settings.broker_key_prefix)
     app = current_app._get_current_object()
-    if app.main == APP_NAME and app.conf.broker_url == settings.celery_broker_url:
+    own = app.conf.get("mri_settings") if app.main == APP_NAME else None
+    if own is not None and (own.celery_broker_url, own.broker_key_prefix) == key:
         return app
-    url = settings.celery_broker_url
-    if url not in _senders:
-        _senders[url] = create_celery(settings)
-    return _senders[url]
+    if key not in _senders:
+        _senders[key] = create_celery(settings)
+    return _senders[key]
 
 
 def reuse_predictions(session: Session, scans: Sequence[Scan], model_version_id: int) -> list[Scan]:

@@ -114,3 +114,14 @@ def test_broker_key_prefix_isolates_queues(tmp_path, redis_url):
             queue.get(timeout=0.5)
         queue.close()
     client.close()
+
+
+def test_dispatch_sends_with_an_app_matching_broker_and_prefix(tmp_path):
+    from tasks.dispatch import celery_for
+
+    first = _settings(tmp_path, REDIS_URL="redis://h:1/3", BROKER_KEY_PREFIX="a:")
+    current = create_celery(first)
+    current.set_current()
+    assert celery_for(first) is current
+    other = celery_for(first.replace(broker_key_prefix="b:"))
+    assert other is not current and other.conf.broker_transport_options["global_keyprefix"] == "b:"
