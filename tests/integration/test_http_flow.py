@@ -25,6 +25,7 @@ def api(service, tiny_bundle):
         activate_version(session, register_bundle(session, tiny_bundle))
         session.commit()
     app = create_app({"env": "test", "database_url": settings.database_url, "redis_url": settings.redis_url,
+                      "broker_key_prefix": settings.broker_key_prefix,
                       "data_dir": settings.data_dir, "inference_batch_size": settings.inference_batch_size,
                       "log_level": "WARNING"})
     with factory() as session:
