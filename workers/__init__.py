@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported here, not lazily: `celery -A workers` takes the working directory off
+# sys.path again before the app is first built, so a late import of these fails.
+import config.settings  # noqa: F401
+import workers.app  # noqa: F401  (light: Celery itself imports no TensorFlow)
+
 __all__ = ["celery"]
 
 _app = None

@@ -58,7 +58,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if url.startswith("filesystem://"):
         base = settings.data_dir / "broker"
         folders = {"data_folder_in": base / "queue", "data_folder_out": base / "queue",
-                   "processed_folder": base / "processed"}
+                   "processed_folder": base / "processed",
+                   # Without this kombu keeps its exchange table in ./control of the cwd.
+                   "control_folder": base / "control"}
         for folder in folders.values():
             Path(folder).mkdir(parents=True, exist_ok=True)
         return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
