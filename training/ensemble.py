@@ -57,20 +57,30 @@ def fit_ensemble_weights(
 ) -> EnsembleFit:
     """Choose non-negative weights on validation data, never worse than the best member.
 
-    Candidates: weights maximising validation log-likelihood, equal weights, and each
-    single model alone. The most accurate candidate wins (ties: higher likelihood), so
-    the ensemble's validation accuracy is at least its best member's by construction.
+    Candidates: weights maximising validation log-likelihood, equal weights, each single
+    model alone, and blends of the best member with the likelihood optimum. The most
+    accurate candidate wins (ties: higher likelihood), so the ensemble's validation
+    accuracy is at least its best member's by construction.
     """
     if not probabilities:
         raise ValueError("no model probabilities to ensemble")
     names = list(probabilities)
     labels = np.asarray(labels)
     stack = np.stack([np.asarray(probabilities[n], dtype=np.float64) for n in names])
+    members = [(*_score(stack[i], labels), i) for i in range(len(names))]
+    best_index = max(members)[2]
+    likelihood_weights = _max_likelihood_weights(stack, labels)
     candidates: list[tuple[str, np.ndarray]] = [
-        ("max-likelihood", _max_likelihood_weights(stack, labels)),
+        ("max-likelihood", likelihood_weights),
         ("equal", np.full(len(names), 1.0 / len(names))),
     ]
     candidates += [(f"best-member:{n}", np.eye(len(names))[i]) for i, n in enumerate(names)]
+    # Blends between the best member and the likelihood optimum: label smoothing leaves a
+    # strong model under-confident, so the optimum alone can trade accuracy for likelihood.
+    candidates += [
+        (f"blend:{alpha:.1f}", alpha * likelihood_weights + (1 - alpha) * np.eye(len(names))[best_index])
+        for alpha in np.arange(1, 10) / 10.0
+    ]
     scored = []
     for method, w in candidates:
         # Score the rounded weights that will be stored, not the unrounded optimum.

@@ -74,3 +74,16 @@ def test_agreement_counts_models_matching_the_ensemble_label():
 def test_combine_rejects_all_zero_weights():
     with pytest.raises(ValueError):
         combine({"a": np.ones((1, 2)) / 2}, {"a": 0.0})
+
+
+def test_blend_keeps_accuracy_and_gains_likelihood_over_an_underconfident_best_member():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 400)
+    strong = _noisy_model(labels, rng, 3.0) * 0.3 + 0.25 * 0.7  # accurate but under-confident
+    confident = _noisy_model(labels, rng, 1.5) ** 3
+    confident /= confident.sum(axis=1, keepdims=True)
+    probs = {"strong": strong, "confident": confident}
+    fit = fit_ensemble_weights(probs, labels)
+    alone = fit_ensemble_weights({"strong": strong}, labels)
+    assert fit.accuracy >= _accuracy(strong, labels)
+    assert fit.log_likelihood > alone.log_likelihood and fit.method != "best-member:strong"
