@@ -33,6 +33,7 @@ class Settings:
     broker_key_prefix: str = ""
     secret_key: str = field(default="", repr=False)
     training_data_dir: Path | None = None
+    backbone_weights: str = "imagenet"
     inference_batch_size: int = 32
     inference_precision: str = "auto"
     max_upload_mb: int = 512
@@ -125,6 +126,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         broker_key_prefix=environ.get("BROKER_KEY_PREFIX", ""),
         secret_key="" if "secret_key" in overrides else _secret_key(environ, env, data_dir),
         training_data_dir=Path(training_dir).absolute() if training_dir else None,
+        # Scheduled and queued retraining use this unless a run's params say otherwise.
+        backbone_weights=environ.get("BACKBONE_WEIGHTS") or "imagenet",
         inference_batch_size=_int(environ, "INFERENCE_BATCH_SIZE", 32),
         inference_precision=precision,
         max_upload_mb=_int(environ, "MAX_UPLOAD_MB", 512),

@@ -75,6 +75,7 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any
     unknown = sorted(set(params) - set(ALLOWED_PARAMS))
     if unknown:
         raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
+    params.setdefault("backbone_weights", settings.backbone_weights)
     if "models" in params:
         params["models"] = tuple(params["models"])
     names = {f.name for f in dataclasses.fields(TrainOptions)}

@@ -40,6 +40,11 @@ def test_training_options_whitelist(settings, tmp_path):
     options = training_options(run, conf, tmp_path / "out")
     assert (options.epochs, options.image_size, options.models) == (2, 64, ("resnet50", "svm"))
     assert str(options.data) == str(tmp_path)
+    assert options.backbone_weights == "imagenet"
+    offline = conf.replace(backbone_weights="none")
+    assert training_options(TrainingRun(params={}), offline, tmp_path / "out").backbone_weights == "none"
+    explicit = TrainingRun(params={"backbone_weights": "imagenet"})
+    assert training_options(explicit, offline, tmp_path / "out").backbone_weights == "imagenet"
     import pytest
     with pytest.raises(ValueError, match="data"):
         training_options(TrainingRun(params={"data": "/etc"}), conf, tmp_path / "out")
