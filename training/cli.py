@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--backbone-weights", default="imagenet", help="imagenet | none | PATH")
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--views", type=int, default=2,
+    train.add_argument("--views", type=int, default=1,
                        help="augmented views per image in the backbone feature cache")
     train.add_argument("--cnn-variant", choices=("deep", "improved", "reference"), default="deep",
                        help="custom CNN: deep (default, best measured), improved, or the SPEC reference stack")

@@ -42,7 +42,7 @@ class TrainOptions:
     batch_size: int = 32
     backbone_weights: str = "imagenet"
     seed: int = 42
-    views: int = 2  # augmented views per training image in the backbone feature cache
+    views: int = 1  # augmented views per training image in the backbone feature cache (the default measured in the README)
     cnn_variant: str = "deep"  # deep | improved | reference (training.cnn_variants)
     cnn_epochs: int | None = None  # default: min(epochs, DEFAULT_CNN_EPOCHS)
     cnn_learning_rate: float | None = None  # default: 2e-3 (improved) / 1e-4 (reference)
