@@ -64,33 +64,6 @@ def shutdown() -> None:
     _db = None
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU advertises AVX512-BF16 or AMX (bfloat16 matmuls run natively)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def gpu_count() -> int:
-    """How many GPUs the Keras backend sees (imports the backend: call it in workers only)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return sum(1 for d in jax.devices() if d.platform == "gpu")
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.device_count()
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
-
-
 def configure_devices() -> None:
     """Turn on GPU memory growth (TensorFlow) before any model is built in this process."""
     global _devices_configured
@@ -115,7 +88,9 @@ def resolve_precision(setting: str) -> str:
         return setting
     if setting != "auto":
         raise ValueError(f"unknown inference precision {setting!r}")
-    return "bfloat16" if cpu_supports_bf16() or gpu_count() > 0 else "float32"
+    from models.precision import bfloat16_supported  # imports Keras: only when an engine loads
+
+    return "bfloat16" if bfloat16_supported() else "float32"
 
 
 def engine_for(model_version_id: int, bundle_path: str | Path, conf: Settings | None = None) -> Any:

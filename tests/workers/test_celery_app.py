@@ -89,11 +89,10 @@ def test_importing_the_worker_app_never_imports_tensorflow(tmp_path):
 def test_precision_setting():
     assert runtime.resolve_precision("float32") == "float32"
     assert runtime.resolve_precision("bfloat16") == "bfloat16"
-    if runtime.cpu_supports_bf16():
-        assert runtime.resolve_precision("auto") == "bfloat16"
-    else:
-        expected = "bfloat16" if runtime.gpu_count() > 0 else "float32"
-        assert runtime.resolve_precision("auto") == expected
+    from models.precision import bfloat16_supported
+
+    expected = "bfloat16" if bfloat16_supported() else "float32"
+    assert runtime.resolve_precision("auto") == expected
     with pytest.raises(ValueError):
         runtime.resolve_precision("float16")
 
