@@ -62,6 +62,15 @@ class ProgressWriter:
             session.commit()
 
 
+def model_names(value: Any) -> tuple[str, ...]:
+    """A run's `models` param as a tuple: a comma-separated string ("resnet50,svm") or a list."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if not names:
+        raise ValueError("the training parameter 'models' names no model")
+    return names
+
+
 def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any:
     """TrainOptions for a run: its params (whitelisted) over the recipe's defaults."""
     from training.recipe import TrainOptions
@@ -77,7 +86,7 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any
         raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
     params.setdefault("backbone_weights", settings.backbone_weights)
     if "models" in params:
-        params["models"] = tuple(params["models"])
+        params["models"] = model_names(params["models"])
     names = {f.name for f in dataclasses.fields(TrainOptions)}
     return TrainOptions(data=settings.training_data_dir, out=out_dir,
                         **{k: v for k, v in params.items() if k in names})

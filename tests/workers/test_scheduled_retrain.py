@@ -40,6 +40,9 @@ def test_training_options_whitelist(settings, tmp_path):
     options = training_options(run, conf, tmp_path / "out")
     assert (options.epochs, options.image_size, options.models) == (2, 64, ("resnet50", "svm"))
     assert str(options.data) == str(tmp_path)
+    # A comma-separated string names models too (it must not be split into characters).
+    spelled = training_options(TrainingRun(params={"models": "resnet50, svm"}), conf, tmp_path / "out")
+    assert spelled.models == ("resnet50", "svm")
     assert options.backbone_weights == "imagenet"
     offline = conf.replace(backbone_weights="none")
     assert training_options(TrainingRun(params={}), offline, tmp_path / "out").backbone_weights == "none"
