@@ -14,12 +14,17 @@ class JobNotFound(LookupError):
 
 def refresh_job(session: Session, job_id: int) -> Job:
     """Recount a job's counters from its scans and derive queued/running/done (lock held until commit)."""
+    # Pending changes (a detail or `sealed` set by the caller) go to the row first, so
+    # re-reading it below keeps them.
+    session.flush()
     # Locking the job row serialises concurrent batches of one job, so each recount sees
-    # the other's committed scan updates and the counters cannot drift.
-    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+    # the other's committed scan updates and the counters cannot drift. populate_existing:
+    # a Job already in this session is overwritten with the locked row, so a `sealed` set
+    # by another request meanwhile is seen (the identity map would keep the stale value).
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()
+                          .execution_options(populate_existing=True)).scalar_one_or_none()
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")
-    session.flush()
     total, done, failed, reused = session.execute(
         select(func.count(Scan.id),
                func.coalesce(func.sum(case((Scan.status == "classified", 1), else_=0)), 0),

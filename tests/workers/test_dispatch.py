@@ -53,6 +53,23 @@ def test_refresh_job_counts_and_status(factory, settings):
         assert job.status == "done" and job.finished is not None and job.done == 2
 
 
+def test_refresh_job_reads_sealed_from_the_locked_row(factory, settings):
+    """A Job already loaded in the session is refreshed: a close committed elsewhere is seen."""
+    with factory() as other:
+        job = make_job(other, settings, {"a.jpg": b"1"}, sealed=False)
+        job_id = job.id
+        job.scans[0].status = "classified"
+        other.commit()
+    with factory() as session:
+        assert session.get(Job, job_id).sealed is False  # now in this session's identity map
+        with factory() as other:
+            other.get(Job, job_id).sealed = True
+            other.commit()
+        job = refresh_job(session, job_id)
+        assert job.sealed is True and job.status == "done"
+        session.commit()
+
+
 def test_register_is_idempotent_and_activation_retires_previous(factory, tiny_bundle, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bundle, copy)
