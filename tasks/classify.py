@@ -5,7 +5,6 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -14,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from config.storage import blob_path
 from db.base import utcnow
 from db.models import ModelVersion, Scan
 from tasks import runtime
@@ -35,20 +35,17 @@ class BatchOutcome:
     skipped: list[int]
 
 
-def blob_path(settings: Settings, sha256: str) -> Path:
-    """Where an uploaded file with this content hash is stored."""
-    return settings.uploads_dir / sha256[:2] / sha256
-
-
 def _decode(settings: Settings, sha256: str, filename: str, image_size: int | None
             ) -> list[np.ndarray]:
     """All frames of one stored file, decoded for the model input size (raises DecodeError)."""
     from training.decode import DecodeError, decode_bytes
 
     try:
-        data = blob_path(settings, sha256).read_bytes()
+        data = blob_path(settings.uploads_dir, sha256).read_bytes()
     except FileNotFoundError:
         raise DecodeError("the stored file is missing from the data directory") from None
+    except ValueError as exc:  # a corrupt row must fail its scan, not the whole batch
+        raise DecodeError(f"the scan's stored file reference is invalid: {exc}") from None
     return [d.image for d in decode_bytes(data, filename, target_size=image_size)]
 
 

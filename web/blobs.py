@@ -24,9 +24,9 @@ class UnsafePath(ValueError):
 
 def blob_path(uploads_dir: Path, sha256: str) -> Path:
     """Where a blob with this SHA-256 lives: <uploads_dir>/<sha[:2]>/<sha>."""
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-    return uploads_dir / sha256[:2] / sha256
+    from config.storage import blob_path as stored_at  # the one layout the workers read too
+
+    return stored_at(uploads_dir, sha256)
 
 
 def clean_upload_path(name: str) -> str:

@@ -89,3 +89,29 @@ def test_missing_blob_is_a_failed_scan(factory, settings, tiny_bundle):
     classify_scans(factory, settings, scan_ids, version_id)
     with factory() as session:
         assert "missing" in session.get(Scan, scan_ids[0]).error
+
+
+def test_worker_reads_blobs_where_the_web_stores_them(factory, settings, tiny_bundle, tmp_path):
+    """The web's BlobStager and the worker share one layout; a corrupt digest fails only its scan."""
+    import io
+
+    from web.blobs import BlobStager
+
+    data = scan_files(2)["study1/slice_001.png"]
+    stager = BlobStager(uploads_dir=settings.uploads_dir, tmp_root=tmp_path / "stage")
+    sha = stager.add(io.BytesIO(data)).sha256
+    stager.commit()
+    with factory() as session:
+        version = register_bundle(session, tiny_bundle)
+        activate_version(session, version)
+        job = Job(source="test", name="layout", sealed=True)
+        session.add(job)
+        session.flush()
+        good = Scan(job_id=job.id, sha256=sha, frame=0, path="good.png")
+        bad = Scan(job_id=job.id, sha256="../" + sha[3:], frame=0, path="bad.png")
+        session.add_all([good, bad])
+        session.commit()
+        version_id, ids = version.id, [good.id, bad.id]
+    outcome = classify_scans(factory, settings, ids, version_id)
+    assert outcome.classified == [ids[0]] and list(outcome.failed) == [ids[1]]
+    assert "invalid" in outcome.failed[ids[1]]
