@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from celery import shared_task
+from celery import Task, shared_task
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,15 @@ logger = logging.getLogger(__name__)
 
 EngineLoader = Callable[[int, str, Settings], Any]
 _DECODE_THREADS = 4
+# A failed batch is tried again after 5 s, 10 s, 20 s ... (at most 5 min apart). The scans'
+# attempt counter ends the retries; the cap only matters while the database is unreachable.
+RETRY_FIRST_S = 5
+RETRY_MAX_S = 300
+RETRY_LIMIT_WITHOUT_DB = 20
+
+
+class ModelLoadError(RuntimeError):
+    """The batch's model version cannot be loaded (missing or tampered bundle, unknown version)."""
 
 
 @dataclass
@@ -89,7 +98,7 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
     with session_factory() as session:
         version = session.get(ModelVersion, model_version_id)
         if version is None:
-            raise LookupError(f"model version {model_version_id} does not exist")
+            raise ModelLoadError(f"model version {model_version_id} does not exist")
         bundle_path = version.bundle_path
         image_size = int((version.manifest or {}).get("image_size") or 0) or None
     # Decoding runs in threads (OpenCV releases the GIL) while the engine loads.
@@ -98,7 +107,11 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
         for _, sha, _, path in work:
             if sha not in files:
                 files[sha] = pool.submit(_decode, settings, sha, path, image_size)
-        engine = engine_loader(model_version_id, bundle_path, settings)
+        try:
+            engine = engine_loader(model_version_id, bundle_path, settings)
+        except Exception as exc:
+            raise ModelLoadError(f"model version {model_version_id} could not be loaded: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         images, ready = [], []
         for scan_id, sha, frame, _ in work:
             try:
@@ -144,9 +157,56 @@ def _store(session_factory: sessionmaker[Session], model_version_id: int, ready:
         session.commit()
 
 
-@shared_task(name="tasks.classify_batch")
-def classify_batch(scan_ids: list[int], model_version_id: int) -> dict[str, int]:
+def failure_reason(exc: BaseException, attempts: int) -> str:
+    """The plain reason stored on scans whose batch failed every attempt."""
+    if isinstance(exc, ModelLoadError):
+        return str(exc)
+    return f"classification failed {attempts} time(s): {type(exc).__name__}: {exc}"
+
+
+def give_up_if_exhausted(session_factory: sessionmaker[Session], settings: Settings,
+                         scan_ids: Sequence[int], exc: BaseException) -> int | None:
+    """After a batch raised: once its queued scans used their attempts, fail them with a reason.
+
+    Returns None while a scan has attempts left (the caller retries the batch); otherwise
+    how many scans it failed, with their jobs' counters and status refreshed.
+    """
+    limit = settings.max_scan_attempts
+    with session_factory() as session:
+        scans = list(session.execute(
+            select(Scan).where(Scan.id.in_(list(scan_ids)), Scan.status == "queued").order_by(Scan.id)
+            .with_for_update()).scalars())
+        if any(scan.attempts < limit for scan in scans):
+            return None
+        reason = failure_reason(exc, limit)
+        for scan in scans:
+            scan.status, scan.error = "failed", reason
+        for job_id in sorted({scan.job_id for scan in scans}):
+            refresh_job(session, job_id)
+        session.commit()
+    if scans:
+        logger.warning("gave up on %d scan(s) after %d attempt(s): %s", len(scans), limit, reason)
+    return len(scans)
+
+
+@shared_task(name="tasks.classify_batch", bind=True)
+def classify_batch(self: Task, scan_ids: list[int], model_version_id: int) -> dict[str, int]:
     """Celery task: classify these scans with this model version (ids in, rows re-read)."""
-    outcome = classify_scans(runtime.session_factory(), runtime.settings(), scan_ids, model_version_id)
+    factory, conf = runtime.session_factory(), runtime.settings()
+    try:
+        outcome = classify_scans(factory, conf, scan_ids, model_version_id)
+    except Exception as exc:
+        # acks_late acknowledges a failed task, so without a retry or a verdict here the
+        # scans would stay queued and their job 'running' for ever.
+        logger.warning("batch of %d scan(s) with model version %s failed: %s: %s",
+                       len(scan_ids), model_version_id, type(exc).__name__, exc)
+        try:
+            failed = give_up_if_exhausted(factory, conf, scan_ids, exc)
+            if failed is not None:
+                return {"classified": 0, "failed": failed, "skipped": len(scan_ids) - failed}
+        except Exception:
+            logger.exception("could not record the batch's failure; it is retried")
+        countdown = min(RETRY_FIRST_S * 2 ** self.request.retries, RETRY_MAX_S)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=RETRY_LIMIT_WITHOUT_DB)
     return {"classified": len(outcome.classified), "failed": len(outcome.failed),
             "skipped": len(outcome.skipped)}

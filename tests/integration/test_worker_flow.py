@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import cv2
@@ -94,6 +95,28 @@ def test_worker_killed_mid_batch(service, start_worker, tiny_bundle, max_attempt
             assert "gave up after 1 attempt" in scan.error
         else:
             assert len(scan.predictions) == len(MODELS)
+
+
+def test_unloadable_bundle_fails_the_scans_and_the_job_finishes(service, start_worker, tiny_bundle, tmp_path):
+    """The worker cannot load the active version: the batch is retried, then its scans fail with a reason."""
+    settings, factory = service
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    version_id = _activate(factory, broken)
+    (broken / "random_forest.joblib").unlink()
+    with factory() as session:
+        job_id = make_job(session, settings, {"a.png": scan_files(good=2)["study1/slice_001.png"]}).id
+    worker = start_worker(MAX_SCAN_ATTEMPTS="2")
+    dispatch_job(factory, job_id, settings)
+    wait_for(lambda: _job_done(factory, job_id), 120, "the job to give up on the broken bundle", worker)
+    with factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.done, job.failed) == (0, 1)
+        scan = job.scans[0]
+        assert scan.status == "failed" and scan.attempts == 2
+        assert scan.error.startswith(f"model version {version_id} could not be loaded")
+        assert "random_forest.joblib" in scan.error
+    assert "Retry in" in worker.output()
 
 
 def _labelled_folder(root, per_class: int = 8):

@@ -1,11 +1,14 @@
 """classify_scans with the real tiny five-model engine, in process, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import shutil
+
+import pytest
 from sqlalchemy import func, select
 
 from db.models import Job, Prediction, Scan
 from tasks import runtime
-from tasks.classify import classify_scans
+from tasks.classify import ModelLoadError, classify_scans, give_up_if_exhausted
 from tasks.versions import activate_version, register_bundle
 from tests.workers.jobdata import good_paths, make_job, scan_files
 
@@ -115,3 +118,29 @@ def test_worker_reads_blobs_where_the_web_stores_them(factory, settings, tiny_bu
     outcome = classify_scans(factory, settings, ids, version_id)
     assert outcome.classified == [ids[0]] and list(outcome.failed) == [ids[1]]
     assert "invalid" in outcome.failed[ids[1]]
+
+
+def test_unloadable_version_is_retried_then_fails_its_scans_with_a_reason(factory, settings, tiny_bundle,
+                                                                          tmp_path):
+    """A tampered bundle: each try raises; once the attempts are used the scans fail and the job is done."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    files = {"a.png": scan_files(2)["study1/slice_001.png"], "b.jpg": scan_files(2)["study0/slice_000.jpg"]}
+    version_id, job_id, scan_ids = _setup(factory, settings, broken, files)
+    (broken / "svm.joblib").write_bytes(b"tampered after registration")
+    for attempt in range(1, settings.max_scan_attempts + 1):
+        with pytest.raises(ModelLoadError, match=f"model version {version_id} could not be loaded") as caught:
+            classify_scans(factory, settings, scan_ids, version_id)
+        verdict = give_up_if_exhausted(factory, settings, scan_ids, caught.value)
+        if attempt < settings.max_scan_attempts:
+            assert verdict is None, "scans with attempts left are retried"
+            with factory() as session:
+                assert session.get(Job, job_id).status == "running"
+    assert verdict == 2
+    with factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.done, job.failed) == ("done", 0, 2) and job.finished is not None
+        for scan in job.scans:
+            assert scan.status == "failed" and scan.attempts == settings.max_scan_attempts
+            assert scan.error.startswith(f"model version {version_id} could not be loaded")
+            assert "svm.joblib" in scan.error
