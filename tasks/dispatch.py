@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 WAITING_FOR_MODEL = ("waiting for a trained model: no active model version yet. Register one with "
                      "`flask --app web register-model BUNDLE_DIR --activate` or start a training run; "
                      "this job starts by itself once a version is active.")
+BROKER_UNREACHABLE = ("could not reach the broker to queue this job's scans; will retry "
+                      "automatically (every minute) until it answers.")
 _IN_CHUNK = 500  # keeps IN (...) lists well under database parameter limits
 _senders: dict[tuple[str, str], Celery] = {}
 
@@ -86,7 +88,8 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
     """Reuse what is stored, commit, then enqueue classify_batch tasks for the job's queued scans.
 
     `scan_ids` limits the work to scans just added (multi-request uploads), so scans
-    already enqueued by an earlier request are not sent twice.
+    already enqueued by an earlier request are not sent twice. When sending fails the
+    job is flagged (BROKER_UNREACHABLE) for the sweeper and the error is raised.
     """
     with session_factory() as session:
         job = session.get(Job, job_id)
@@ -101,7 +104,9 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
             return
         query = select(Scan).where(Scan.job_id == job_id, Scan.status == "queued").order_by(Scan.id)
         scans = list(session.execute(query).scalars())
-        if scan_ids is not None:
+        # A flagged job (waiting for a model or the broker) never had its earlier scans
+        # sent, so all of its queued scans go now, not only the ones just added.
+        if scan_ids is not None and not job.status_detail:
             keep = set(scan_ids)
             scans = [s for s in scans if s.id in keep]
         reused = reuse_predictions(session, scans, version.id)
@@ -110,21 +115,54 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
         version_id = version.id
         todo = [s.id for s in scans if s.status == "queued"]
         session.commit()
-    app = celery_for(settings)
-    for chunk in _chunks(todo, settings.inference_batch_size):
-        app.send_task("tasks.classify_batch", args=[list(chunk), version_id], queue="inference")
+    try:
+        app = celery_for(settings)
+        for chunk in _chunks(todo, settings.inference_batch_size):
+            app.send_task("tasks.classify_batch", args=[list(chunk), version_id], queue="inference")
+    except Exception:
+        # The job is committed but its scans are not in the broker: flag it so the
+        # dispatch-waiting-jobs sweeper sends them once the broker answers again.
+        _flag_not_sent(session_factory, job_id)
+        raise
     logger.info("job %s: %d scans reused, %d enqueued for model version %s",
                 job_id, len(reused), len(todo), version_id)
 
 
+def _flag_not_sent(session_factory: sessionmaker[Session], job_id: int) -> None:
+    """Mark a job whose scans could not be sent (status_detail = BROKER_UNREACHABLE)."""
+    try:
+        with session_factory() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.status != "done":
+                job.status_detail = BROKER_UNREACHABLE
+                session.commit()
+        logger.warning("job %s: could not reach the broker; the sweeper will send it later", job_id)
+    except Exception:
+        logger.exception("job %s: could not reach the broker, nor record that in the database", job_id)
+
+
 def dispatch_waiting_jobs(session_factory: sessionmaker[Session], settings: Settings) -> int:
-    """Dispatch every job that was waiting for an active model version; return how many."""
+    """Dispatch every job flagged as waiting (no active model version, or the broker was down).
+
+    Only flagged jobs are sent, so scans already in the broker are not enqueued twice.
+    Stops at the first send that fails (the broker is still down; the job stays flagged).
+    Returns how many jobs were dispatched.
+    """
     with session_factory() as session:
+        if active_version(session) is None:
+            return 0  # they would only be told again that no model is active
         waiting = list(session.execute(
             select(Job.id).where(Job.status != "done", Job.status_detail != "").order_by(Job.id)).scalars())
+    dispatched = 0
     for job_id in waiting:
-        dispatch_job(session_factory, job_id, settings)
-    return len(waiting)
+        try:
+            dispatch_job(session_factory, job_id, settings)
+        except Exception as exc:
+            logger.warning("re-sending job %s failed (%s: %s); %d job(s) left for the next sweep",
+                           job_id, type(exc).__name__, exc, len(waiting) - dispatched)
+            break
+        dispatched += 1
+    return dispatched
 
 
 def enqueue_training(run_id: int, settings: Settings | None = None) -> None:

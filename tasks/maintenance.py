@@ -9,5 +9,5 @@ from tasks.dispatch import dispatch_waiting_jobs
 
 @shared_task(name="tasks.dispatch_waiting_jobs")
 def dispatch_waiting() -> int:
-    """Celery task: dispatch jobs that were waiting for an active model version."""
+    """Celery task (beat, every minute): send jobs waiting for a model version or for the broker."""
     return dispatch_waiting_jobs(runtime.session_factory(), runtime.settings())

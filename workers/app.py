@@ -16,10 +16,12 @@ logger = logging.getLogger(__name__)
 APP_NAME = "mri"
 QUEUES = ("inference", "training", "default")
 TASK_MODULES = ("tasks.classify", "tasks.train", "tasks.maintenance")
+SWEEP_EVERY_S = 60.0
 ROUTES = {
     "tasks.classify_batch": {"queue": "inference"},
     "tasks.train_model": {"queue": "training"},
     "tasks.scheduled_retrain": {"queue": "training"},
+    "tasks.dispatch_waiting_jobs": {"queue": "default"},
 }
 
 
@@ -39,17 +41,24 @@ def parse_crontab(spec: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The periodic tasks: scheduled retraining on 'training' unless RETRAIN_SCHEDULE is empty."""
+    """The periodic tasks: the waiting-jobs sweeper, and retraining on 'training' unless RETRAIN_SCHEDULE is empty."""
+    schedule: dict[str, dict[str, Any]] = {
+        # Re-sends jobs whose scans never reached the broker (it was down when they were
+        # uploaded) and jobs waiting for a model version; flagged jobs only, so no duplicates.
+        "dispatch-waiting-jobs": {
+            "task": "tasks.dispatch_waiting_jobs",
+            "schedule": SWEEP_EVERY_S,
+            "options": {"queue": "default", "expires": SWEEP_EVERY_S},
+        },
+    }
     spec = settings.retrain_schedule.strip()
-    if not spec:
-        return {}
-    return {
-        "scheduled-retrain": {
+    if spec:
+        schedule["scheduled-retrain"] = {
             "task": "tasks.scheduled_retrain",
             "schedule": parse_crontab(spec),
             "options": {"queue": "training"},
-        },
-    }
+        }
+    return schedule
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

@@ -40,8 +40,17 @@ def test_beat_schedule_from_crontab_string(tmp_path):
     entry = schedule["scheduled-retrain"]
     assert entry["task"] == "tasks.scheduled_retrain" and entry["options"]["queue"] == "training"
     assert entry["schedule"] == crontab(minute="30", hour="2", day_of_week="1")
-    assert beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE="")) == {}
-    assert create_celery(_settings(tmp_path, RETRAIN_SCHEDULE="")).conf.beat_schedule == {}
+    without = beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE=""))
+    assert set(without) == {"dispatch-waiting-jobs"}
+    assert set(create_celery(_settings(tmp_path, RETRAIN_SCHEDULE="")).conf.beat_schedule) == {
+        "dispatch-waiting-jobs"}
+
+
+def test_beat_sweeps_waiting_jobs_every_minute(tmp_path):
+    """Jobs whose send failed (broker down) or that waited for a model are re-sent by beat."""
+    entry = beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE="30 2 * * 1"))["dispatch-waiting-jobs"]
+    assert entry["task"] == "tasks.dispatch_waiting_jobs" and entry["options"]["queue"] == "default"
+    assert 0 < entry["schedule"] <= 120
 
 
 @pytest.mark.parametrize("spec", ["every sunday", "0 3 * *", "61 3 * * *"])

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from db.models import Job, ModelVersion, Prediction, Scan
 from models.bundle import BundleError
-from tasks.dispatch import WAITING_FOR_MODEL, dispatch_job, dispatch_waiting_jobs
+from tasks.dispatch import BROKER_UNREACHABLE, WAITING_FOR_MODEL, dispatch_job, dispatch_waiting_jobs
 from tasks.jobs import refresh_job
 from tasks.store import insert_predictions
 from tasks.train import gate
@@ -124,6 +124,52 @@ def test_dispatch_enqueues_batches_then_waiting_jobs_start_on_activation(factory
         assert sorted(i for _, args in messages for i in args[0]) == ids
         assert session.get(Job, job_id).status_detail == ""
     assert dispatch_waiting_jobs(factory, settings) == 0
+
+
+def _sent_ids(settings) -> list[int]:
+    return sorted(i for _, args in queued_messages(settings.redis_url, "inference") for i in args[0])
+
+
+def test_broker_down_flags_the_job_and_the_sweeper_sends_it_once(factory, settings, tiny_bundle):
+    """A send that fails leaves the job flagged; the sweeper re-sends flagged jobs only, once."""
+    down = settings.replace(broker_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with factory() as session:
+        _version(session, tiny_bundle)
+        lost = make_job(session, settings, {"a.jpg": b"1", "b.jpg": b"2"}, sealed=False)
+        lost_ids = [s.id for s in lost.scans]
+        sent = make_job(session, settings, {"c.jpg": b"3"})
+        sent_ids = [s.id for s in sent.scans]
+    with pytest.raises(Exception):
+        dispatch_job(factory, lost.id, down, scan_ids=lost_ids)
+    with factory() as session:
+        job = session.get(Job, lost.id)
+        assert job.status == "queued" and job.status_detail == BROKER_UNREACHABLE
+    dispatch_job(factory, sent.id, settings)
+    assert _sent_ids(settings) == sent_ids
+    # Still down: the sweep sends nothing and the flag stays.
+    assert dispatch_waiting_jobs(factory, down) == 0
+    with factory() as session:
+        assert session.get(Job, lost.id).status_detail == BROKER_UNREACHABLE
+    # Back up: the flagged job's scans go exactly once; the job sent normally is not re-sent.
+    assert dispatch_waiting_jobs(factory, settings) == 1
+    assert _sent_ids(settings) == sorted(sent_ids + lost_ids)
+    with factory() as session:
+        assert session.get(Job, lost.id).status_detail == ""
+    assert dispatch_waiting_jobs(factory, settings) == 0
+    assert _sent_ids(settings) == sorted(sent_ids + lost_ids)
+
+
+def test_later_request_of_a_flagged_job_sends_the_earlier_scans_too(factory, settings, tiny_bundle):
+    """An open job whose first request missed the broker: the next request's dispatch sends all."""
+    down = settings.replace(broker_url="redis://127.0.0.1:1/0")
+    with factory() as session:
+        _version(session, tiny_bundle)
+        job = make_job(session, settings, {"a.jpg": b"1", "b.jpg": b"2"}, sealed=False)
+        first, second = [s.id for s in job.scans]
+    with pytest.raises(Exception):
+        dispatch_job(factory, job.id, down, scan_ids=[first])
+    dispatch_job(factory, job.id, settings, scan_ids=[second])
+    assert _sent_ids(settings) == [first, second]
 
 
 def test_same_content_reuses_stored_predictions(factory, settings, tiny_bundle):
