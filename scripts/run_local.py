@@ -1,9 +1,10 @@
 """`make run`: bring the whole service up on one machine and stop all of it on Ctrl-C.
 
 Steps: DATA_DIR and its secret key, a broker (a Redis that answers, a private
-redis-server, or Celery's filesystem transport), migrations, then web, worker and beat
-in their own process groups; an admin token; and, when TRAINING_DATA_DIR holds a
-labelled folder and nothing is trained or training yet, a first training run.
+redis-server, or Celery's filesystem transport), migrations, then web, an inference
+worker (-Q inference,default), a training worker (-Q training) and beat in their own
+process groups; an admin token; and, when TRAINING_DATA_DIR holds a labelled folder
+and nothing is trained or training yet, a first training run.
 Run it with the project's virtualenv Python (the Makefile does).
 """
 from __future__ import annotations
@@ -118,7 +119,7 @@ def start_broker(choice: BrokerChoice, sup: Supervisor, env: dict[str, str], dat
 
 def start_services(args: argparse.Namespace, sup: Supervisor, env: dict[str, str], data_dir: Path,
                    logs: Path) -> str:
-    """Start web, worker and beat; return the base URL."""
+    """Start web, the inference and training workers, and beat; return the base URL."""
     bind = f"{args.host}:{args.port}"
     if args.web_server == "gunicorn":
         web = [tool("gunicorn"), "--bind", bind, "--workers", str(args.web_workers), "--threads", "4",
@@ -127,10 +128,15 @@ def start_services(args: argparse.Namespace, sup: Supervisor, env: dict[str, str
         web = [tool("flask"), "--app", "web", "run", "--host", args.host, "--port", str(args.port),
                "--no-reload", "--with-threads"]
     sup.start("web", web, env, logs / "web.log", cwd=REPO_ROOT)
-    # Solo pool: TensorFlow stays in one process that uses all cores, and never forks.
-    worker = [tool("celery"), "-A", "workers", "worker", "-Q", "inference,training,default",
-              "--pool", "solo", "-n", "local@%h", "--loglevel", env.get("LOG_LEVEL", "INFO")]
-    sup.start("worker", worker, env, logs / "worker.log", cwd=REPO_ROOT)
+    # Solo pools: TensorFlow stays in one process per worker that uses all cores, and never
+    # forks. Training has a worker of its own so a retraining run (hours on a CPU) never
+    # blocks inference; each loads TensorFlow only when it first gets work, so an idle
+    # training worker costs a plain Python process.
+    for name, queues, node in (("worker", "inference,default", "local"),
+                               ("worker-training", "training", "training")):
+        argv = [tool("celery"), "-A", "workers", "worker", "-Q", queues, "--pool", "solo",
+                "-n", f"{node}@%h", "--loglevel", env.get("LOG_LEVEL", "INFO")]
+        sup.start(name, argv, env, logs / f"{name}.log", cwd=REPO_ROOT)
     beat = [tool("celery"), "-A", "workers", "beat", "--loglevel", env.get("LOG_LEVEL", "INFO"),
             "--schedule", str(data_dir / "celerybeat-schedule")]
     sup.start("beat", beat, env, logs / "beat.log", cwd=REPO_ROOT)
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ready_file.write_text(json.dumps({
                 "url": base_url, "token": token, "broker": choice.kind,
                 "pids": {c.name: c.pgid for c in sup.children}}))
-        say(f"ready: {base_url}  (web, worker, beat running; Ctrl-C stops everything)")
+        say(f"ready: {base_url}  (web, workers, beat running; Ctrl-C stops everything)")
         say(f"admin token: {token}")
         say(f"try: curl -H 'Authorization: Bearer {token}' {base_url}/api/v1/models")
         say(f"CLI in another shell (same broker and data): source {env_file}")

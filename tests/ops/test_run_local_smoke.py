@@ -79,7 +79,8 @@ def runner(tmp_path):
 def test_runner_serves_waits_for_a_model_and_stops_cleanly(runner):
     process, info, data_dir = runner
     assert info["broker"] == "filesystem"
-    assert set(info["pids"]) == {"web", "worker", "beat"}
+    # Training has its own worker, so a retraining run never blocks inference.
+    assert set(info["pids"]) == {"web", "worker", "worker-training", "beat"}
     status, health = get_json(f"{info['url']}/healthz")
     assert status == 200 and health["database"] == "ok"
     assert (data_dir / "secret_key").stat().st_mode & 0o777 == 0o600
