@@ -28,6 +28,7 @@ TOKEN_PREFIX_LEN = 8
 # Writing last_used on every poll would turn reads into writes; once in a while is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
 CSRF_HEADER = "X-CSRF-Token"
+DEFAULT_ROLE = "viewer"
 
 
 def hash_token(token: str) -> str:
@@ -43,16 +44,20 @@ def issue_token(session: Session, user: User) -> str:
     return token
 
 
-def get_or_create_user(session: Session, name: str, role: str) -> User:
-    """The user with this name (its role updated), created if missing."""
-    if role not in ROLE_RANK:
+def get_or_create_user(session: Session, name: str, role: str | None = None) -> User:
+    """The user with this name, created if missing (as viewer unless `role` says otherwise).
+
+    An existing user's role changes only when `role` is given, so issuing another token for
+    "admin" without naming a role cannot demote the admin.
+    """
+    if role is not None and role not in ROLE_RANK:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
-        user = User(name=name, role=role)
+        user = User(name=name, role=role or DEFAULT_ROLE)
         session.add(user)
         session.flush()
-    else:
+    elif role is not None:
         user.role = role
     return user
 

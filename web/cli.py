@@ -37,14 +37,16 @@ def db_downgrade(revision: str) -> None:
 @click.command("create-token")
 @with_appcontext
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
-def create_token(name: str, role: str) -> None:
+@click.option("--role", type=click.Choice(ROLES), default=None,
+              help="Set the user's role (new users: viewer when omitted; existing users keep theirs).")
+def create_token(name: str, role: str | None) -> None:
     """Create user NAME if needed (with --role) and print a new API token as the last line."""
     state = app_state()
     with state.session_factory() as session:
         user = get_or_create_user(session, name, role)
         token = issue_token(session, user)
         session.commit()
+        role = user.role
     click.echo(f"token for {name} ({role}); it is shown only once:", err=True)
     click.echo(token)
 
@@ -52,10 +54,11 @@ def create_token(name: str, role: str) -> None:
 @click.command("create-user")
 @with_appcontext
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), default=None,
+              help="Set the user's role (new users: viewer when omitted; existing users keep theirs).")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
               help="Password for the browser login (prompted when omitted).")
-def create_user(name: str, role: str, password: str) -> None:
+def create_user(name: str, role: str | None, password: str) -> None:
     """Create or update user NAME with a password for the browser login."""
     if len(password) < 8:
         raise click.ClickException("the password must be at least 8 characters")
@@ -65,6 +68,7 @@ def create_user(name: str, role: str, password: str) -> None:
         set_password(user, password)
         session.add(AuditEvent(user_id=user.id, action="user.password", target=f"user:{name}"))
         session.commit()
+        role = user.role
     click.echo(f"user {name} ({role}) can log in at /login")
 
 

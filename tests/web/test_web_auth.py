@@ -117,3 +117,12 @@ def test_admin_issues_tokens_over_the_api(client, auth):
                        headers={"Authorization": f"Bearer {token}"}).status_code == 202
     assert client.post("/api/v1/tokens", json={"name": "x"}, headers=auth("reviewer")).status_code == 403
     assert client.post("/api/v1/tokens", json={"name": "x", "role": "root"}, headers=auth("admin")).status_code == 400
+
+
+def test_api_token_without_role_keeps_an_existing_users_role(client, auth):
+    made = client.post("/api/v1/tokens", json={"name": "ops", "role": "reviewer"}, headers=auth("admin"))
+    assert made.status_code == 201 and made.get_json()["role"] == "reviewer"
+    again = client.post("/api/v1/tokens", json={"name": "ops"}, headers=auth("admin"))
+    assert again.status_code == 201 and again.get_json()["role"] == "reviewer"
+    fresh = client.post("/api/v1/tokens", json={"name": "newbie"}, headers=auth("admin"))
+    assert fresh.status_code == 201 and fresh.get_json()["role"] == "viewer"

@@ -32,6 +32,29 @@ def test_create_token_prints_a_working_token_last(app, client):
         assert user.role == "viewer" and len(user.tokens) == 2
 
 
+def test_create_token_without_role_keeps_an_existing_users_role(app):
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["create-token", "admin", "--role", "admin"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(args=["create-token", "admin"])  # no --role: must not demote
+    assert again.exit_code == 0, again.output
+    fresh = runner.invoke(args=["create-token", "newcomer"])
+    assert fresh.exit_code == 0, fresh.output
+    with app.extensions["mri"].session_factory() as s:
+        roles = dict(s.execute(select(User.name, User.role)).all())
+    assert roles["admin"] == "admin" and roles["newcomer"] == "viewer"
+    assert "(admin)" in again.output
+
+
+def test_create_user_without_role_keeps_an_existing_users_role(app):
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["create-token", "boss", "--role", "admin"]).exit_code == 0
+    result = runner.invoke(args=["create-user", "boss", "--password", "long enough"])
+    assert result.exit_code == 0, result.output
+    with app.extensions["mri"].session_factory() as s:
+        assert s.execute(select(User.role).where(User.name == "boss")).scalar_one() == "admin"
+
+
 def test_create_token_refuses_unknown_roles(app):
     result = app.test_cli_runner().invoke(args=["create-token", "x", "--role", "root"])
     assert result.exit_code != 0 and "root" in result.output
