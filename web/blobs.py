@@ -109,11 +109,20 @@ class BlobStager:
             self.placed.append(target)
         self.discard()
 
-    def unplace(self) -> None:
-        """Remove blobs this request added to the store (used when the database commit fails)."""
+    def unplace(self, keep: frozenset[str] = frozenset()) -> None:
+        """Remove blobs this request added to the store (used when the database commit fails).
+
+        Digests in `keep` stay: another request may have stored rows for the same content meanwhile.
+        """
         for target in self.placed:
-            target.unlink(missing_ok=True)
+            if target.name not in keep:
+                target.unlink(missing_ok=True)
         self.placed.clear()
+
+    @property
+    def placed_digests(self) -> list[str]:
+        """SHA-256 digests of the blobs this request added to the store."""
+        return [target.name for target in self.placed]
 
     def discard(self) -> None:
         """Delete the staging folder and whatever is still in it."""

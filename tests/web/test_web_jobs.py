@@ -156,3 +156,40 @@ def test_close_seals_an_open_job(client, auth):
                          headers=auth("uploader")).get_json()["id"]
     body = client.post(f"/api/v1/jobs/{job_id}/close", headers=auth("uploader")).get_json()
     assert body["status"] == "queued" and body["sealed"] is True
+
+
+def _fail_audit_inserts(session, action: str) -> None:
+    """A real database refusal after the blobs are stored: a trigger aborts the job's audit row."""
+    from sqlalchemy import text
+    session.execute(text(f"CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
+                         f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"))
+    session.commit()
+
+
+def test_a_failed_database_write_removes_only_the_blobs_this_upload_stored(app, client, auth, session):
+    kept = png_bytes(1)
+    first = client.post("/api/v1/jobs", data=upload_data([("s/kept.png", kept)]), headers=auth("uploader"))
+    assert first.status_code == 202
+    before = {p.name for p in blob_files(app)}
+    assert len(before) == 1
+    _fail_audit_inserts(session, "job.create")
+    failed = client.post("/api/v1/jobs", data=upload_data([("t/kept.png", kept), ("t/new.png", png_bytes(2))]),
+                         headers=auth("uploader"))
+    assert failed.status_code == 500
+    assert {p.name for p in blob_files(app)} == before  # new.png's blob is gone, the older blob stays
+    assert session.scalar(select(func.count()).select_from(Job)) == 1
+    assert [p for p in leftovers(app) if p.is_file()] == []
+
+
+def test_a_failed_add_files_write_removes_new_blobs_but_keeps_ones_other_jobs_use(app, client, auth, session):
+    shared = png_bytes(3)
+    created = client.post("/api/v1/jobs?open=1", data=upload_data([("s/a.png", shared)]), headers=auth("uploader"))
+    job_id = created.get_json()["id"]
+    (stored,) = blob_files(app)
+    stored.unlink()  # as if a concurrent upload had stored rows for content this request is about to place
+    _fail_audit_inserts(session, "job.add_files")
+    failed = client.post(f"/api/v1/jobs/{job_id}/files", data=upload_data([("s/b.png", shared), ("s/c.png", png_bytes(4))]),
+                         headers=auth("uploader"))
+    assert failed.status_code == 500
+    assert [p.name for p in blob_files(app)] == [stored.name]  # used by job 1's scan: kept; c.png: removed
+    assert session.scalar(select(func.count()).select_from(Scan).where(Scan.job_id == job_id)) == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from db.models import AuditEvent, Job, Scan
 from tasks.dispatch import dispatch_job
@@ -53,6 +53,24 @@ def _all_zips(files: list) -> bool:
     return all((f.filename or "").lower().endswith(".zip") for f in files)
 
 
+def _undo_placed(session: Session, stager: BlobStager) -> None:
+    """After a failed database write: roll back and remove the blobs this request newly stored."""
+    session.rollback()
+    digests = stager.placed_digests
+    try:
+        # A concurrent upload of the same content may have committed rows that use these blobs.
+        used = frozenset(session.scalars(select(Scan.sha256).where(Scan.sha256.in_(digests)).distinct())) \
+            if digests else frozenset()
+    except Exception:  # the database is what failed; removing a blob another job needs is worse
+        logger.exception("could not check blob use after a failed upload; keeping %d blob(s)", len(digests))
+        stager.placed.clear()
+        return
+    finally:
+        session.rollback()
+    stager.unplace(keep=used)
+    logger.warning("upload not recorded; removed %d newly stored blob(s)", len(digests) - len(used))
+
+
 def _dispatch(job_id: int, scan_ids: list[int] | None) -> None:
     state = app_state()
     use_celery()
@@ -75,6 +93,9 @@ def create_job_route() -> tuple[Response, int, dict[str, str]]:
         job, scans = create_job(session, current_user(), specs, sealed=not keep_open, source=source, name=name)
         refresh_job(session, job.id)
         session.commit()
+    except BaseException:
+        _undo_placed(session, stager)
+        raise
     finally:
         stager.discard()
     logger.info("job %s created with %d scans (%s)", job.id, len(scans), "open" if keep_open else "sealed")
@@ -112,6 +133,9 @@ def add_files_route(job_id: int) -> tuple[Response, int]:
         session.add(AuditEvent(user_id=current_user().id, action="job.add_files", target=f"job:{job_id}",
                                detail={"scans": len(scans)}))
         session.commit()
+    except BaseException:
+        _undo_placed(session, stager)
+        raise
     finally:
         stager.discard()
     if scans:
