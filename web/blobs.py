@@ -65,6 +65,7 @@ class BlobStager:
     tmp_root: Path
     staged: dict[str, StagedBlob] = field(default_factory=dict)
     placed: list[Path] = field(default_factory=list)
+    placed_digests: list[str] = field(default_factory=list)
     _dir: Path | None = None
 
     @property
@@ -107,6 +108,7 @@ class BlobStager:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(blob.path, target)
             self.placed.append(target)
+            self.placed_digests.append(blob.sha256)
         self.discard()
 
     def unplace(self, keep: frozenset[str] = frozenset()) -> None:
@@ -114,15 +116,11 @@ class BlobStager:
 
         Digests in `keep` stay: another request may have stored rows for the same content meanwhile.
         """
-        for target in self.placed:
-            if target.name not in keep:
+        for target, sha in zip(self.placed, self.placed_digests):
+            if sha not in keep:
                 target.unlink(missing_ok=True)
         self.placed.clear()
-
-    @property
-    def placed_digests(self) -> list[str]:
-        """SHA-256 digests of the blobs this request added to the store."""
-        return [target.name for target in self.placed]
+        self.placed_digests.clear()
 
     def discard(self) -> None:
         """Delete the staging folder and whatever is still in it."""
