@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import platform
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -203,10 +203,24 @@ def _verified_bytes(path: Path, expected: str) -> bytes:
     return data
 
 
+def _load_keras_bytes(data: bytes, filename: str) -> Any:
+    """Load a .keras archive from the verified bytes in memory (no temporary copy on disk).
+
+    keras.saving.load_model only takes paths, so this uses the loader it delegates to, which
+    accepts a file object; keras is pinned in requirements.txt. A network whose archive holds
+    assets would make Keras extract them to the system temp folder; ours hold none.
+    """
+    from keras.src.saving import saving_lib
+
+    try:
+        return saving_lib.load_model(io.BytesIO(data), custom_objects=None, compile=False, safe_mode=True)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{filename} could not be loaded as a Keras model: {exc}") from exc
+
+
 def load_bundle(bundle_dir: str | Path) -> Bundle:
     """Verify and load a bundle (networks via Keras, estimators and label encoder via joblib)."""
     import joblib
-    import keras
 
     bundle = Path(bundle_dir)
     manifest = verify_bundle(bundle)
@@ -221,12 +235,9 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
         filename = f"{name}.joblib"
         estimators[name] = joblib.load(io.BytesIO(_verified_bytes(bundle / filename, files[filename])))
     networks = {}
-    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-        for name in (n for n in names if n in NETWORK_NAMES):
-            filename = f"{name}.keras"
-            private = Path(tmp) / filename
-            private.write_bytes(_verified_bytes(bundle / filename, files[filename]))
-            networks[name] = keras.models.load_model(private, compile=False, safe_mode=True)
+    for name in (n for n in names if n in NETWORK_NAMES):
+        filename = f"{name}.keras"
+        networks[name] = _load_keras_bytes(_verified_bytes(bundle / filename, files[filename]), filename)
     if estimators and "resnet50" not in networks:
         raise BundleError("svm/random_forest are present but resnet50 (their feature extractor) is not")
     weights = {str(k): float(v) for k, v in (manifest.get("ensemble_weights") or {}).items()}

@@ -85,3 +85,25 @@ def test_missing_manifest(bundle_copy):
     (bundle_copy / "manifest.json").unlink()
     with pytest.raises(BundleError, match="manifest.json is missing"):
         load_bundle(bundle_copy)
+
+
+def test_loading_writes_nothing_to_the_system_temp_folder(tiny_bundle, tmp_path, monkeypatch):
+    import tempfile
+
+    # Workers may write only under DATA_DIR: with no usable system temp folder, loading must still work.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp"))
+    bundle = load_bundle(tiny_bundle)
+    assert sorted(bundle.networks) == ["custom_cnn", "resnet50", "vgg16"]
+    assert not (tmp_path / "no-such-temp").exists()
+
+
+def test_a_keras_file_that_is_not_a_model_is_a_bundle_error(bundle_copy):
+    import hashlib
+
+    path = bundle_copy / "custom_cnn.keras"
+    path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip: no config.json
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["files"]["custom_cnn.keras"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="custom_cnn.keras could not be loaded"):
+        load_bundle(bundle_copy)
