@@ -20,18 +20,16 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-MEMBERS = ("resnet50", "vgg16", "custom_cnn", "svm", "random_forest")
-SCAN_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
 
 def pick_scans(data: Path, count: int) -> list[tuple[Path, str]]:
     """Return up to `count` (path, class) pairs, taken round-robin over the class folders."""
+    from training.datasets import is_scan_name
+
     classes = sorted(d for d in data.iterdir() if d.is_dir())
     if not classes:
         raise SystemExit(f"{data} has no class subfolders")
-    per_class = [
-        sorted(p for p in c.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES) for c in classes
-    ]
+    per_class = [sorted(p for p in c.rglob("*") if p.is_file() and is_scan_name(p.name)) for c in classes]
     picked: list[tuple[Path, str]] = []
     for i in range(max(len(files) for files in per_class)):
         for cls, files in zip(classes, per_class):
@@ -172,16 +170,32 @@ def time_per_model_compiled(engine, paths: Sequence[Path]) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def time_batched(engine, paths: Sequence[Path], batch_size: int) -> tuple[float, list[int]]:
-    """The engine on prefetched batches: decode overlaps with compute."""
+def time_batched(engine, paths: Sequence[Path], batch_size: int) -> tuple[float, dict[Path, int]]:
+    """The engine on prefetched batches: decode overlaps with compute.
+
+    Returns scans classified per second and the ensemble label of each scan that decoded;
+    scans that fail to decode count neither in the rate nor in the labels.
+    """
     from models.pipeline import iter_prefetched_batches
 
-    labels: list[int] = []
+    labels: dict[Path, int] = {}
     start = time.perf_counter()
     for batch in iter_prefetched_batches(paths, lambda p: load_scan(p, engine.image_size), batch_size):
-        images = np.stack([loaded.value for loaded in batch if loaded.ok])
-        labels.extend(np.argmax(engine.predict_probabilities(images)["ensemble"], axis=1).tolist())
-    return len(paths) / (time.perf_counter() - start), labels
+        loaded = [item for item in batch if item.ok]
+        for item in batch:
+            if not item.ok:
+                logger.warning("skipping %s: %s", item.item, item.error)
+        if not loaded:
+            continue
+        images = np.stack([item.value for item in loaded])
+        predicted = np.argmax(engine.predict_probabilities(images)["ensemble"], axis=1).tolist()
+        labels.update(zip((item.item for item in loaded), predicted))
+    elapsed = time.perf_counter() - start
+    return len(labels) / elapsed, labels
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def warm_up(engine, image: np.ndarray, batch_size: int) -> None:
@@ -199,6 +213,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from models.bundle import load_bundle
     from models.engine import InferenceEngine
+    from models.precision import bfloat16_supported
 
     scans = pick_scans(Path(args.data), args.scans)
     paths = [p for p, _ in scans]
@@ -213,11 +228,19 @@ def run(args: argparse.Namespace) -> dict:
         labels = np.array([classes.index(c) for _, c in scans])
         bundle_f32 = bundle = fresh_bundle(args.image_size, classes, images, labels)
     fp32 = InferenceEngine(bundle_f32, precision="float32", batch_size=args.batch_size)
-    bf16_networks = args.bf16_networks.split(",") if args.bf16_networks else None
-    bf16 = InferenceEngine(bundle, precision="bfloat16", batch_size=args.batch_size, bf16_networks=bf16_networks)
+    # Without hardware bfloat16 the arithmetic is emulated: timing it would only mislead.
+    bf16_supported = bfloat16_supported()
+    bf16 = None
+    if bf16_supported:
+        bf16_networks = args.bf16_networks.split(",") if args.bf16_networks else None
+        bf16 = InferenceEngine(bundle, precision="bfloat16", batch_size=args.batch_size,
+                               bf16_networks=bf16_networks)
+    else:
+        logger.warning("no hardware bfloat16 on this machine: bf16 fields are null")
     sample = load_scan(paths[0], fp32.image_size)
     for engine in (fp32, bf16):
-        warm_up(engine, sample, min(args.batch_size, len(paths)))
+        if engine is not None:
+            warm_up(engine, sample, min(args.batch_size, len(paths)))
 
     flops = {name: count_flops(model) for name, model in fp32.networks.items()}
     flops_per_scan = sum(flops.values())
@@ -229,35 +252,44 @@ def run(args: argparse.Namespace) -> dict:
     compiled_paths = paths[: max(1, min(len(paths), args.compiled_naive_scans))]
     compiled_rate = time_per_model_compiled(fp32, compiled_paths)
     # Alternate the two batched paths and keep the best of each: other processes share the CPU.
-    fp32_rates, bf16_rates = [], []
+    fp32_rates: list[float] = []
+    bf16_rates: list[float] = []
+    fp32_labels: dict[Path, int] = {}
+    bf16_labels: dict[Path, int] = {}
     for _ in range(args.repeats):
         rate, fp32_labels = time_batched(fp32, paths, args.batch_size)
         fp32_rates.append(rate)
-        rate, bf16_labels = time_batched(bf16, paths, args.batch_size)
-        bf16_rates.append(rate)
+        if bf16 is not None:
+            rate, bf16_labels = time_batched(bf16, paths, args.batch_size)
+            bf16_rates.append(rate)
         gemm_samples.append(gemm_gflops(seconds=args.gemm_seconds / 2))
     gemm = max(gemm_samples)
-    batched, bf16_rate = max(fp32_rates), max(bf16_rates)
+    batched = max(fp32_rates)
     limit = gemm * 1e9 / flops_per_scan
-    agreement = float(np.mean(np.array(fp32_labels) == np.array(bf16_labels)))
+    bf16_rate = max(bf16_rates) if bf16 is not None else None
+    both = [p for p in fp32_labels if p in bf16_labels]
+    agreement = float(np.mean([fp32_labels[p] == bf16_labels[p] for p in both])) if both else None
     return {
         "naive_scans_per_s": round(naive_rate, 3),
         "batched_scans_per_s": round(batched, 3),
-        "bf16_scans_per_s": round(bf16_rate, 3),
-        "bf16_top1_agreement": round(agreement, 4),
+        "bf16_supported": bf16_supported,
+        "bf16_scans_per_s": _round(bf16_rate, 3),
+        "bf16_top1_agreement": _round(agreement, 4),
         "flops_per_scan": flops_per_scan,
         "gemm_gflops_fp32": round(gemm, 1),
         "limit_scans_per_s": round(limit, 3),
         "naive_compiled_scans_per_s": round(compiled_rate, 3),
         "batched_vs_limit": round(batched / limit, 3),
         "batched_vs_naive": round(batched / naive_rate, 2),
-        "bf16_vs_batched": round(bf16_rate / batched, 2),
+        "bf16_vs_batched": _round(bf16_rate / batched, 2) if bf16_rate is not None else None,
         "flops_per_model": flops,
-        "bf16_networks": sorted(n for n, p in bf16.network_precision.items() if p == "bfloat16"),
+        "bf16_networks": (sorted(n for n, p in bf16.network_precision.items() if p == "bfloat16")
+                          if bf16 is not None else None),
         "gemm_samples": [round(g, 1) for g in gemm_samples],
         "batched_runs": [round(r, 3) for r in fp32_rates],
-        "bf16_runs": [round(r, 3) for r in bf16_rates],
+        "bf16_runs": [round(r, 3) for r in bf16_rates] if bf16 is not None else None,
         "scans": len(paths),
+        "scans_decoded": len(fp32_labels),
         "naive_scans": len(naive_paths),
         "naive_compiled_scans": len(compiled_paths),
         "batch_size": args.batch_size,
@@ -303,4 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script (python bench/inference.py), the repository root is not on sys.path.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())

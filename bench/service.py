@@ -322,4 +322,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script (python bench/service.py), the repository root is not on sys.path.
+    sys.path.insert(0, str(REPO))
     sys.exit(main())
