@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from models import ESTIMATOR_NAMES, NETWORK_NAMES
+from models.backbones import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,6 @@ class Bundle:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -116,7 +109,7 @@ def save_bundle(
         tmp = out / f"{name}.tmp.keras"
         model.save(tmp)
         os.replace(tmp, target)
-        files[target.name] = _file_sha256(target)
+        files[target.name] = file_digest(target)
     for filename, obj in [(f"{n}.joblib", e) for n, e in estimators.items()] + [
         (LABEL_ENCODER_FILE, label_encoder)
     ]:
@@ -174,7 +167,7 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
         path = bundle / filename
         if not path.is_file():
             raise BundleError(f"{filename} is listed in the manifest but missing")
-        actual = _file_sha256(path)
+        actual = file_digest(path)
         if actual != expected:
             raise BundleError(f"{filename} does not match its SHA-256 in the manifest (tampered or corrupt)")
     for path in bundle.iterdir():

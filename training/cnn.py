@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from training.augment import AugmentParams, augment_batch
+from training.progress import EpochCallback, epoch_reporter
 
 log = logging.getLogger(__name__)
-
-EpochCallback = Callable[[int, int, dict], None]
 
 
 @dataclass(frozen=True)
@@ -76,28 +73,6 @@ def _targets(y: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
     return onehot * (1.0 - smoothing) + smoothing / num_classes
 
 
-class _EpochReporter:
-    """Keras callback forwarding per-epoch logs (with the current LR) to a plain function."""
-
-    def __new__(cls, total: int, on_epoch: EpochCallback | None):
-        import keras
-
-        class Reporter(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                logs = dict(logs or {})
-                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-                logs["seconds"] = time.perf_counter() - self.started
-                self.started = time.perf_counter()
-                if on_epoch is not None:
-                    on_epoch(epoch + 1, total, logs)
-
-        return Reporter()
-
-
 def train_cnn(
     model,
     x_train: np.ndarray,
@@ -118,7 +93,7 @@ def train_cnn(
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=schedule.patience, restore_best_weights=True
         ),
-        _EpochReporter(schedule.epochs, on_epoch),
+        epoch_reporter(schedule.epochs, on_epoch),
     ]
     if schedule.schedule == "cosine":
         warmup = int(round(schedule.warmup_epochs * steps))

@@ -16,6 +16,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
+from models.backbones import file_digest
 from training.decode import SUPPORTED_SUFFIXES, DecodeError, decode_bytes
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _list_folder(root: Path) -> list[LabelledImage]:
             for name in sorted(filenames):
                 if is_scan_name(name):
                     path = Path(dirpath) / name
-                    items.append(LabelledImage(str(path), class_dir.name, _sha256_file(path)))
+                    items.append(LabelledImage(str(path), class_dir.name, file_digest(path)))
     return items
 
 
@@ -116,15 +117,6 @@ def _list_zip(path: Path) -> list[LabelledImage]:
             digest = hashlib.sha256(archive.read(info)).hexdigest()
             items.append(LabelledImage(f"{path}{ZIP_SEPARATOR}{info.filename}", rel[0], digest))
     return items
-
-
-def _sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _zip_lock = threading.Lock()

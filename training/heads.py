@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from training.progress import EpochCallback, epoch_reporter
 
-EpochCallback = Callable[[int, int, dict], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,28 +58,6 @@ def fold_standardizer(head, standardizer: Standardizer, layer_name: str = "featu
     layer.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
 
 
-class _Reporter:
-    """Keras callback forwarding per-epoch logs (with LR and seconds) to a plain function."""
-
-    def __new__(cls, total: int, on_epoch: EpochCallback | None):
-        import keras
-
-        class Reporter(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                logs = {k: float(v) for k, v in (logs or {}).items()}
-                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-                logs["seconds"] = time.perf_counter() - self.started
-                self.started = time.perf_counter()
-                if on_epoch is not None:
-                    on_epoch(epoch + 1, total, logs)
-
-        return Reporter()
-
-
 def train_head(
     head,
     train_features: np.ndarray,
@@ -112,7 +88,7 @@ def train_head(
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=recipe.plateau_factor, patience=recipe.plateau_patience
         ),
-        _Reporter(recipe.epochs, on_epoch),
+        epoch_reporter(recipe.epochs, on_epoch),
     ]
     history = head.fit(
         standardizer.apply(train_features),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import time
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float, str], None]
+# (epoch counted from 1, total epochs, logs with float values plus "lr" and "seconds")
+EpochCallback = Callable[[int, int, dict], None]
 
 
 class StagedProgress:
@@ -51,3 +54,23 @@ def format_epoch_logs(logs: dict) -> str:
     if "seconds" in logs:
         parts.append(f"({logs['seconds']:.0f} s)")
     return " ".join(parts)
+
+
+def epoch_reporter(total: int, on_epoch: EpochCallback | None) -> Any:
+    """A Keras callback passing each epoch's logs, the current LR and its seconds to `on_epoch`."""
+    import keras  # only when training: progress lines must not need Keras
+
+    class EpochReporter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            values = {key: float(value) for key, value in (logs or {}).items()}
+            values["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            values["seconds"] = time.perf_counter() - self.started
+            self.started = time.perf_counter()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, total, values)
+
+    return EpochReporter()

@@ -7,10 +7,11 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import select
 
 from db.models import Job, ModelVersion
+from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
 from web.auth import csrf_token, current_user, has_role, require_role
 from web.errors import ApiError
 from web.queries import parse_filter, query_results
-from web.serialize import ENSEMBLE, MODEL_NAMES, job_json, model_version_json
+from web.serialize import job_json, model_version_json
 from web.state import app_state, db_session
 
 bp = Blueprint("pages", __name__)

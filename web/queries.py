@@ -11,8 +11,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db.models import ModelVersion, Prediction, Scan
+from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
 from web.errors import ApiError
-from web.serialize import ENSEMBLE, MODEL_NAMES, iso
+from web.serialize import iso
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000

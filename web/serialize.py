@@ -5,9 +5,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
-
-MODEL_NAMES = ("resnet50", "vgg16", "custom_cnn", "svm", "random_forest")
-ENSEMBLE = "ensemble"
+from models import ENSEMBLE_NAME, MODEL_NAMES
 RUN_LOG_TAIL_CHARS = 4000
 
 
@@ -44,7 +42,7 @@ def scan_json(scan: Scan, predictions: Iterable[Prediction]) -> dict[str, Any]:
     for pred in predictions:
         if scan.model_version_id is not None and pred.model_version_id != scan.model_version_id:
             continue
-        if pred.model_name == ENSEMBLE:
+        if pred.model_name == ENSEMBLE_NAME:
             ensemble = {"label": pred.label, "probabilities": pred.probabilities,
                         "agreement": pred.agreement, "confidence": pred.confidence}
         else:
