@@ -23,6 +23,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The three sub-commands and their options."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
@@ -40,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--backbone-weights", default="imagenet", help="imagenet | none | PATH")
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--views", type=int, default=1,
-                       help="augmented views per image in the backbone feature cache")
+    train.add_argument("--views", type=_non_negative_int, default=1,
+                       help="augmented views per image in the backbone feature cache (0: clean images only)")
     train.add_argument("--cnn-variant", choices=("deep", "improved", "reference"), default="deep",
                        help="custom CNN: deep (default, best measured), improved, or the SPEC reference stack")
     train.add_argument("--cnn-epochs", type=_positive_int, default=None,
@@ -155,13 +162,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's input problem: message only, no traceback."""
+    """Exceptions that are the user's input problem: message only, no traceback.
+
+    Only the project's own error classes (and a missing file): a bare ValueError is as
+    likely an internal bug, and its traceback must stay visible.
+    """
     from models.backbones import BackboneWeightsError
     from models.bundle import BundleError
     from training.datasets import DatasetError
     from training.decode import DecodeError
+    from training.evaluate import EvaluationError
+    from training.recipe import TrainingError
 
-    return (BackboneWeightsError, BundleError, DatasetError, DecodeError, FileNotFoundError, ValueError)
+    return (BackboneWeightsError, BundleError, DatasetError, DecodeError, EvaluationError, TrainingError,
+            FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

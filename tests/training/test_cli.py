@@ -125,3 +125,20 @@ def test_tampered_bundle_is_refused(trained, tmp_path, capsys):
         handle.write(b"x")
     code = main(["predict", "--models", str(copy), str(trained["data"] / "glioma" / "000.png")])
     assert code == 2 and "svm.joblib" in capsys.readouterr().err
+
+
+def test_views_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", ".", "--out", "x", "--views", "-1"])
+    assert exit_info.value.code == 2 and "--views" in capsys.readouterr().err
+
+
+def test_an_internal_value_error_keeps_its_traceback(monkeypatch, tmp_path):
+    import training.recipe
+
+    def broken(options, progress):  # stands in for a bug deep inside training
+        raise ValueError("internal bug")
+
+    monkeypatch.setattr(training.recipe, "train_bundle", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--backbone-weights", "none"])
