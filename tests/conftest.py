@@ -26,6 +26,14 @@ def shared_training_dir() -> Path:
     return SHARED_TRAINING_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real five-model bundle at 32 px (random backbones), built once per test session."""
+    from tests.helpers.tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", image_size=32)
+
+
 def _admin_url() -> str:
     return TEST_POSTGRES_URL
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.base import utcnow
 from db.models import Prediction, Scan
 from web_helpers import png_bytes
 
@@ -16,7 +15,6 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = Path("/tmp/mri_web_job_page.png")
-MODELS = ["resnet50", "vgg16", "custom_cnn", "svm", "random_forest"]
 
 
 @pytest.fixture()
@@ -52,26 +50,21 @@ def browser():
     driver.quit()
 
 
-def _finish_job(app, job_id: int, version_id: int) -> None:
-    """Stand in for the worker: classify the good scans, fail the bad one, recount."""
-    from tasks.jobs import refresh_job
+def _classify_job(app, job_id: int, bundle: Path) -> None:
+    """Run the worker's own classification function (in-process) on the job's queued scans."""
+    from tasks.classify import classify_scans
+    from tasks.versions import activate_version, register_bundle
 
-    with app.extensions["mri"].session_factory() as s:
-        for scan in s.execute(select(Scan).where(Scan.job_id == job_id)).scalars():
-            if scan.path.endswith(".txt"):
-                scan.status, scan.error = "failed", "not a supported image format"
-                continue
-            probs = {"glioma": 0.1, "meningioma": 0.1, "notumor": 0.1, "pituitary": 0.7}
-            for name in [*MODELS, "ensemble"]:
-                s.add(Prediction(scan_id=scan.id, model_version_id=version_id, model_name=name,
-                                 label="pituitary", confidence=0.7, probabilities=probs,
-                                 agreement=5 if name == "ensemble" else None))
-            scan.status, scan.model_version_id, scan.classified_at = "classified", version_id, utcnow()
-        refresh_job(s, job_id)
+    state = app.extensions["mri"]
+    with state.session_factory() as s:
+        version = activate_version(s, register_bundle(s, bundle))
+        scan_ids = list(s.execute(select(Scan.id).where(Scan.job_id == job_id)).scalars())
         s.commit()
+        version_id = version.id
+    classify_scans(state.session_factory, state.settings, scan_ids, version_id)
 
 
-def test_login_upload_and_status_page(app, live_server, browser, tmp_path, active_version):
+def test_login_upload_and_status_page(app, live_server, browser, tmp_path, tiny_bundle):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -104,11 +97,17 @@ def test_login_upload_and_status_page(app, live_server, browser, tmp_path, activ
         assert sorted(s.execute(select(Scan.path).where(Scan.job_id == job_id)).scalars()) == [
             "notes.txt", "slice0.png", "slice1.png", "slice2.png"]
 
-    _finish_job(app, job_id, active_version)
+    _classify_job(app, job_id, tiny_bundle)
     wait.until(ec.text_to_be_present_in_element((By.ID, "job-status"), "done"))
-    wait.until(ec.text_to_be_present_in_element((By.ID, "scans"), "pituitary"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "scans"), "slice0.png"))
+    with app.extensions["mri"].session_factory() as s:
+        stored = s.execute(select(Prediction).join(Scan).where(
+            Scan.job_id == job_id, Scan.path == "slice0.png", Prediction.model_name == "ensemble")).scalar_one()
+        failed = s.execute(select(Scan).where(Scan.job_id == job_id, Scan.path == "notes.txt")).scalar_one()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "scans"), failed.error))
     table = browser.find_element(By.ID, "scans").text
-    assert "slice0.png" in table and "not a supported image format" in table and "5/5" in table
+    assert failed.status == "failed" and failed.error
+    assert stored.label in table and f"{stored.agreement}/5" in table
     assert browser.find_element(By.ID, "job-counts").text.startswith("3 classified, 1 failed of 4")
     browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000

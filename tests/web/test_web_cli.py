@@ -99,9 +99,8 @@ def test_register_model_refuses_a_bad_bundle(app, tmp_path):
 
 
 def test_register_model_with_a_tiny_real_bundle_activates_and_starts_waiting_jobs(app, client, auth,
-                                                                                 tmp_path, broker):
-    tiny = pytest.importorskip("tests.helpers.tiny_bundle")
-    bundle = tiny.make_tiny_bundle(tmp_path / "bundle", image_size=32)
+                                                                                 tiny_bundle, broker):
+    bundle = tiny_bundle
     job_id = client.post("/api/v1/jobs", data=upload_data([("s/a.png", png_bytes(1)), ("s/b.png", png_bytes(2))]),
                          headers=auth("uploader")).get_json()["id"]
     runner = app.test_cli_runner()

@@ -35,9 +35,3 @@ def settings(tmp_path: Path, database_url: str, redis_url: str):
     return service_settings(tmp_path, database_url, redis_url)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A real five-model bundle at 32 px, built once per test session."""
-    from tests.helpers.tiny_bundle import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", image_size=32)
