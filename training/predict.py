@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,8 +11,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Files decoded and classified per round, so a huge folder never sits in memory at once.
-CHUNK_FILES = 256
+# Batches decoded ahead of the one being classified: enough to hide decoding, few enough
+# that a huge folder never sits in memory at once.
+PREFETCH_BATCHES = 2
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -40,45 +40,51 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
     return files, errors
 
 
-def _decode(path: Path, target_size: int):
-    from training.decode import DecodeError, decode_file
+def _error_reason(exc: Exception) -> str:
+    """The plain reason shown for a file that could not be decoded."""
+    from training.decode import DecodeError
 
-    try:
-        return decode_file(path, target_size=target_size), None
-    except DecodeError as exc:
-        return None, str(exc)
-    except OSError as exc:
-        return None, f"cannot read file ({exc.strerror or exc})"
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read file ({exc.strerror or exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_size: int = 32) -> dict:
-    """Decode and classify every scan; return {"bundle", "scans": [...], "errors": [...]}."""
+    """Decode and classify every scan; return {"bundle", "scans": [...], "errors": [...]}.
+
+    Files are decoded in threads a few batches ahead (models.pipeline), so decoding the
+    next batch overlaps the engine's compute on the current one; memory stays bounded.
+    """
     from models.bundle import bundle_digest, verify_bundle
     from models.engine import InferenceEngine
+    from models.pipeline import iter_prefetched_batches
+    from training.decode import decode_file
 
     manifest = verify_bundle(bundle_dir)
     image_size = int(manifest["image_size"])
     files, errors = expand_paths(paths)
     engine = None
     scans: list[dict] = []
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(files), CHUNK_FILES):
-            chunk = files[start:start + CHUNK_FILES]
-            images: list[np.ndarray] = []
-            where: list[tuple[Path, int | None]] = []
-            for path, (decoded, error) in zip(chunk, pool.map(lambda p: _decode(p, image_size), chunk)):
-                if error is not None:
-                    errors.append({"path": str(path), "error": error})
-                    continue
-                for scan in decoded:
-                    images.append(scan.image)
-                    where.append((path, scan.frame))
-            if not images:
+    batches = iter_prefetched_batches(files, lambda path: decode_file(path, target_size=image_size),
+                                      batch_size=batch_size, prefetch=PREFETCH_BATCHES)
+    for batch in batches:
+        images: list[np.ndarray] = []
+        where: list[tuple[Path, int | None]] = []
+        for loaded in batch:
+            if not loaded.ok:
+                errors.append({"path": str(loaded.item), "error": _error_reason(loaded.error)})
                 continue
-            # Load the networks only once something decoded: a folder of junk fails fast.
-            engine = engine or InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
-            for (path, frame), result in zip(where, engine.classify(images)):
-                scans.append({"path": str(path), "frame": frame, **result})
+            for scan in loaded.value:
+                images.append(scan.image)
+                where.append((loaded.item, scan.frame))
+        if not images:
+            continue
+        # Load the networks only once something decoded: a folder of junk fails fast.
+        engine = engine or InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
+        for (path, frame), result in zip(where, engine.classify(images)):
+            scans.append({"path": str(path), "frame": frame, **result})
     models = engine.model_names if engine is not None else list(manifest.get("models", []))
     return {"bundle": str(bundle_dir), "bundle_digest": bundle_digest(bundle_dir), "models": models,
             "scans": scans, "errors": errors}
