@@ -61,11 +61,8 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
     """A Redis database reserved for tests, flushed before and after."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}. Start it (see README).")
+    from tests.helpers.services import redis_client
+
+    client = redis_client(TEST_REDIS_URL, flush=True)
     yield TEST_REDIS_URL
     client.flushdb()

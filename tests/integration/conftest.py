@@ -27,13 +27,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
 @pytest.fixture()
 def broker_url() -> Iterator[str]:
     """Redis db 12: the worker tests' broker (each test uses its own key prefix, deleted afterwards)."""
-    import redis
+    from tests.helpers.services import redis_client
 
-    client = redis.Redis.from_url(WORKER_REDIS_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {WORKER_REDIS_URL}: {exc}. Start it (see README).")
+    client = redis_client(WORKER_REDIS_URL, flush=False)
     yield WORKER_REDIS_URL
     client.close()
 

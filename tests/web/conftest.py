@@ -23,12 +23,9 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def broker() -> Iterator[Any]:
     """redis-py client on the tests' broker database (13), flushed before and after."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(WEB_REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {WEB_REDIS_URL}: {exc}. Start it (see README).")
+    from tests.helpers.services import redis_client
+
+    client = redis_client(WEB_REDIS_URL, flush=True)
     yield client
     client.flushdb()
     client.close()
