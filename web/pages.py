@@ -12,7 +12,7 @@ from web.auth import csrf_token, current_user, has_role, require_role
 from web.errors import ApiError
 from web.queries import parse_filter, query_results
 from web.serialize import job_json, model_version_json
-from web.state import app_state, db_session
+from web.state import app_state, db_session, get_or_404
 
 bp = Blueprint("pages", __name__)
 
@@ -38,10 +38,7 @@ def upload() -> str:
 @require_role("viewer")
 def job_page(job_id: int) -> str:
     """Status page: polls the job's JSON until done, then shows per-scan results."""
-    job = db_session().get(Job, job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"job {job_id} does not exist")
-    return render_template("job.html", job=job_json(job), model_names=MODEL_NAMES)
+    return render_template("job.html", job=job_json(get_or_404(Job, job_id, "job")), model_names=MODEL_NAMES)
 
 
 @bp.get("/results")

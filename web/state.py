@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from db.session import make_engine, make_session_factory
+from web.errors import ApiError
 
 logger = logging.getLogger(__name__)
 EXTENSION_KEY = "mri"
@@ -74,3 +75,14 @@ def _close_session(exc: BaseException | None) -> None:
             session.rollback()
     finally:
         session.close()
+
+
+RowT = TypeVar("RowT")
+
+
+def get_or_404(model: type[RowT], row_id: int, what: str) -> RowT:
+    """The row of `model` with this id in the request's session, or a JSON 404 naming `what`."""
+    row = db_session().get(model, row_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"{what} {row_id} does not exist")
+    return row

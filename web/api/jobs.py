@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from flask import Response, jsonify, request, url_for
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from web.blobs import BlobStager
 from web.errors import ApiError
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
 from web.serialize import job_json, scan_json
-from web.state import app_state, db_session, use_celery
+from web.state import app_state, db_session, get_or_404, use_celery
 
 logger = logging.getLogger(__name__)
 TRUE_VALUES = ("1", "true", "yes", "on")
@@ -51,6 +52,20 @@ def _stage_request() -> tuple[BlobStager, list, list]:
 
 def _all_zips(files: list) -> bool:
     return all((f.filename or "").lower().endswith(".zip") for f in files)
+
+
+@contextmanager
+def _storing(session: Session, stager: BlobStager) -> Iterator[None]:
+    """Run the block that places staged blobs and writes rows, then commit; on any failure
+    roll back and remove the blobs this request newly placed. Staging leftovers always go."""
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        _undo_placed(session, stager)
+        raise
+    finally:
+        stager.discard()
 
 
 def _undo_placed(session: Session, stager: BlobStager) -> None:
@@ -89,16 +104,10 @@ def create_job_route() -> tuple[Response, int, dict[str, str]]:
     keep_open = (request.args.get("open") or request.form.get("open") or "").lower() in TRUE_VALUES
     stager, specs, (name, source) = _stage_request()
     session = db_session()
-    try:
+    with _storing(session, stager):
         stager.commit()
         job, scans = create_job(session, current_user(), specs, sealed=not keep_open, source=source, name=name)
         refresh_job(session, job.id)
-        session.commit()
-    except BaseException:
-        _undo_placed(session, stager)
-        raise
-    finally:
-        stager.discard()
     logger.info("job %s created with %d scans (%s)", job.id, len(scans), "open" if keep_open else "sealed")
     _dispatch(job.id, [s.id for s in scans])
     url = _status_url(job.id)
@@ -126,19 +135,13 @@ def add_files_route(job_id: int) -> tuple[Response, int]:
     db_session().rollback()  # release the row before the (possibly long) staging
     stager, specs, _ = _stage_request()
     session = db_session()
-    try:
+    with _storing(session, stager):
         job = _open_job(job_id)
         stager.commit()
         scans = add_scans(session, job, specs)
         refresh_job(session, job_id)
         session.add(AuditEvent(user_id=current_user().id, action="job.add_files", target=f"job:{job_id}",
                                detail={"scans": len(scans)}))
-        session.commit()
-    except BaseException:
-        _undo_placed(session, stager)
-        raise
-    finally:
-        stager.discard()
     if scans:
         _dispatch(job_id, [s.id for s in scans])
     return jsonify(id=job_id, status_url=_status_url(job_id), added=len(scans), total=job.total), 202
@@ -157,25 +160,18 @@ def close_job_route(job_id: int) -> Response:
     return jsonify(job_json(job))
 
 
-def _get_job(job_id: int) -> Job:
-    job = db_session().get(Job, job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"job {job_id} does not exist")
-    return job
-
-
 @bp.get("/jobs/<int:job_id>")
 @require_role("viewer")
 def job_status(job_id: int) -> Response:
     """Status and counters of one job."""
-    return jsonify(job_json(_get_job(job_id)))
+    return jsonify(job_json(get_or_404(Job, job_id, "job")))
 
 
 @bp.get("/jobs/<int:job_id>/results")
 @require_role("viewer")
 def job_results(job_id: int) -> Response:
     """Every scan of a job with its five predictions and the ensemble."""
-    job = _get_job(job_id)
+    job = get_or_404(Job, job_id, "job")
     scans = db_session().execute(select(Scan).where(Scan.job_id == job_id).order_by(Scan.id)
                                  .options(selectinload(Scan.predictions))).scalars().all()
     body: dict[str, Any] = {"job": job_json(job), "scans": [scan_json(s, s.predictions) for s in scans]}

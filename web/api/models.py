@@ -14,7 +14,7 @@ from web.api import bp
 from web.auth import current_user, require_role
 from web.errors import ApiError
 from web.serialize import model_version_json, training_run_json
-from web.state import app_state, db_session, use_celery
+from web.state import app_state, db_session, get_or_404, use_celery
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,7 @@ def list_models() -> Response:
 def activate_model(version_id: int) -> Response:
     """Make a version active (promote a candidate or roll back to a retired one), then start waiting jobs."""
     session = db_session()
-    version = session.get(ModelVersion, version_id)
-    if version is None:
-        raise ApiError(404, "not_found", f"model version {version_id} does not exist")
+    version = get_or_404(ModelVersion, version_id, "model version")
     previous = version.status
     activate_version(session, version)
     session.add(AuditEvent(user_id=current_user().id, action="model.activate", target=f"model:{version_id}",
@@ -83,10 +81,7 @@ def create_training_run() -> tuple[Response, int, dict[str, str]]:
 @require_role("viewer")
 def training_run(run_id: int) -> Response:
     """Progress, stage, log tail and resulting model version of a training run."""
-    run = db_session().get(TrainingRun, run_id)
-    if run is None:
-        raise ApiError(404, "not_found", f"training run {run_id} does not exist")
-    return jsonify(training_run_json(run))
+    return jsonify(training_run_json(get_or_404(TrainingRun, run_id, "training run")))
 
 
 @bp.get("/training-runs")
