@@ -58,6 +58,35 @@ def fold_standardizer(head, standardizer: Standardizer, layer_name: str = "featu
     layer.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
 
 
+def compile_head(model, recipe: HeadRecipe, on_epoch: EpochCallback | None = None) -> list:
+    """Compile `model` with the recipe's optimizer and loss; return the recipe's callbacks.
+
+    Shared by the cached path (train_head) and the recompute baseline (training.recompute),
+    so the two differ only in where the backbone features come from.
+    """
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=recipe.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=recipe.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=recipe.plateau_factor, patience=recipe.plateau_patience
+        ),
+        epoch_reporter(recipe.epochs, on_epoch),
+    ]
+
+
+def history_dict(history) -> dict[str, list[float]]:
+    """A Keras History as {metric: [float per epoch]}."""
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
 def train_head(
     head,
     train_features: np.ndarray,
@@ -73,23 +102,8 @@ def train_head(
     training on standardised inputs lets Adam at lr 1e-4 converge in few epochs.
     Returns the Keras history dict; afterwards `head` takes raw backbone features.
     """
-    import keras
-
     standardizer = Standardizer.fit(train_features)
-    head.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=recipe.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=recipe.patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=recipe.plateau_factor, patience=recipe.plateau_patience
-        ),
-        epoch_reporter(recipe.epochs, on_epoch),
-    ]
+    callbacks = compile_head(head, recipe, on_epoch)
     history = head.fit(
         standardizer.apply(train_features),
         train_labels.astype(np.int32),
@@ -101,7 +115,7 @@ def train_head(
         verbose=0,
     )
     fold_standardizer(head, standardizer)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return history_dict(history)
 
 
 def head_features(head, features: np.ndarray, layer_name: str = "features") -> np.ndarray:

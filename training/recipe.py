@@ -107,13 +107,13 @@ def validate_options(options: TrainOptions) -> None:
         raise TrainingError(f"training data not found: {options.data}")
 
 
-def _load_split(options: TrainOptions, report) -> _Split:
-    """List, split (by content hash, stratified), encode and decode the labelled images."""
+def load_split(options: TrainOptions, report, items: list | None = None) -> _Split:
+    """List (or take `items`), split by content hash and class, encode and decode the images."""
     from training.datasets import (
         dataset_fingerprint, fit_label_encoder, list_labelled, load_image_array, stratified_hash_split,
     )
 
-    items = list_labelled(options.data)
+    items = list_labelled(options.data) if items is None else items
     classes_found = sorted({item.label for item in items})
     if len(classes_found) < 2:
         raise TrainingError(f"need at least two class folders with images in {options.data}, "
@@ -191,7 +191,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None) -> d
 
     prelim = StagedProgress({"load": 1.0}, progress)
     t0 = time.perf_counter()
-    split = _load_split(options, prelim.stage("load"))
+    split = load_split(options, prelim.stage("load"))
     timings["load"] = time.perf_counter() - t0
     staged = StagedProgress(_stage_costs(options, len(split.x_train), len(split.x_val)), progress)
     staged("load", 1.0, f"loaded {len(split.x_train) + len(split.x_val)} images")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.labelled_folder import CLASSES, write_labelled_folder
-from training.recipe import TrainingError, TrainOptions, _load_split, validate_options
+from training.recipe import TrainingError, TrainOptions, load_split, validate_options
 
 
 def _options(tmp_path, **kw):
@@ -47,7 +47,7 @@ def test_cnn_recipes():
 def test_split_keeps_duplicates_together_and_encodes_in_class_order(tmp_path):
     write_labelled_folder(tmp_path / "data", per_class=10, size=40, duplicates=3)
     opts = TrainOptions(data=tmp_path / "data", out=tmp_path / "out", image_size=32)
-    split = _load_split(opts, lambda f, m: None)
+    split = load_split(opts, lambda f, m: None)
     assert split.classes == list(CLASSES)
     assert split.counts["files"] == 4 * 13
     assert split.counts["train"] + split.counts["validation"] == 52
