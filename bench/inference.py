@@ -143,7 +143,9 @@ def time_naive(engine, paths: Sequence[Path]) -> tuple[float, list[int]]:
     from models.architectures import FEATURES_LAYER
     from models.preprocess import preprocess_for
 
-    resnet = engine.networks.get("resnet50")
+    # The bundle's networks as saved (no BatchNorm folding, float32): what the reference ran.
+    networks = engine.bundle.networks
+    resnet = networks.get("resnet50")
     extractor = keras.Model(resnet.inputs, resnet.get_layer(FEATURES_LAYER).output) if resnet else None
     labels = []
     start = time.perf_counter()
@@ -151,8 +153,8 @@ def time_naive(engine, paths: Sequence[Path]) -> tuple[float, list[int]]:
         image = load_scan(path, engine.image_size)[None]
         probs = {}
         for name in engine.model_names:
-            if name in engine.networks:
-                probs[name] = engine.networks[name].predict(preprocess_for(name, image), verbose=0)
+            if name in networks:
+                probs[name] = networks[name].predict(preprocess_for(name, image), verbose=0)
             else:
                 features = extractor.predict(preprocess_for(name, image), verbose=0)
                 probs[name] = engine.estimator_probabilities(name, features)
@@ -203,7 +205,7 @@ def warm_up(engine, image: np.ndarray, batch_size: int) -> None:
     engine.predict_probabilities(np.repeat(image[None], batch_size, axis=0))
     for name in engine.model_names:
         engine.predict_model_probabilities(name, image[None])
-    for model in engine.networks.values():
+    for model in engine.bundle.networks.values():
         model.predict(image[None].astype(np.float32), verbose=0)
 
 

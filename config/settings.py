@@ -35,6 +35,9 @@ class Settings:
     training_data_dir: Path | None = None
     backbone_weights: str = "imagenet"
     inference_batch_size: int = 32
+    # Engine batches per classify task: within a task the next batch decodes and the last
+    # one is stored while one computes, and the per-task overhead is paid once.
+    inference_batches_per_task: int = 4
     inference_precision: str = "auto"
     max_upload_mb: int = 512
     max_zip_files: int = 20000
@@ -129,6 +132,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         # Scheduled and queued retraining use this unless a run's params say otherwise.
         backbone_weights=environ.get("BACKBONE_WEIGHTS") or "imagenet",
         inference_batch_size=_int(environ, "INFERENCE_BATCH_SIZE", 32),
+        inference_batches_per_task=_int(environ, "INFERENCE_BATCHES_PER_TASK", 4),
         inference_precision=precision,
         max_upload_mb=_int(environ, "MAX_UPLOAD_MB", 512),
         max_zip_files=_int(environ, "MAX_ZIP_FILES", 20000),

@@ -1,4 +1,4 @@
-"""tasks.classify_batch: decode a batch of scans, run the five-model engine once, store the results."""
+"""tasks.classify_batch: decode scans, run the five-model engine batch by batch, store the results."""
 from __future__ import annotations
 
 import logging
@@ -88,10 +88,12 @@ def _claim(session_factory: sessionmaker[Session], settings: Settings, scan_ids:
 
 def classify_scans(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int],
                    model_version_id: int, engine_loader: EngineLoader = runtime.engine_for) -> BatchOutcome:
-    """Classify queued scans with one model version; failures get a plain reason, the rest go on."""
-    from training.decode import DecodeError
+    """Classify queued scans with one model version; failures get a plain reason, the rest go on.
 
-    started = time.perf_counter()
+    The scans run in engine batches of INFERENCE_BATCH_SIZE, pipelined: while one batch
+    computes, the next ones decode in threads and the previous one is written to the
+    database, so the engine rarely waits. Each batch's results are committed as it ends.
+    """
     work, failed, skipped = _claim(session_factory, settings, scan_ids)
     if not work:
         return BatchOutcome([], failed, skipped)
@@ -101,35 +103,66 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
             raise ModelLoadError(f"model version {model_version_id} does not exist")
         bundle_path = version.bundle_path
         image_size = int((version.manifest or {}).get("image_size") or 0) or None
-    # Decoding runs in threads (OpenCV releases the GIL) while the engine loads.
+    size = max(1, settings.inference_batch_size)
+    groups = [work[i:i + size] for i in range(0, len(work), size)]
+    last_use = {sha: k for k, group in enumerate(groups) for _, sha, _, _ in group}
     files: dict[str, Future] = {}
-    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
-        for _, sha, _, path in work:
-            if sha not in files:
-                files[sha] = pool.submit(_decode, settings, sha, path, image_size)
+    classified: list[int] = []
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool, ThreadPoolExecutor(max_workers=1) as writer:
+
+        def decode_group(k: int) -> None:
+            for _, sha, _, path in groups[k] if k < len(groups) else ():
+                if sha not in files:
+                    files[sha] = pool.submit(_decode, settings, sha, path, image_size)
+
+        # Decoding of the first batches runs in threads (OpenCV releases the GIL) while
+        # the engine loads.
+        decode_group(0)
+        decode_group(1)
         try:
             engine = engine_loader(model_version_id, bundle_path, settings)
         except Exception as exc:
             raise ModelLoadError(f"model version {model_version_id} could not be loaded: "
                                  f"{type(exc).__name__}: {exc}") from exc
-        images, ready = [], []
-        for scan_id, sha, frame, _ in work:
-            try:
-                frames = files[sha].result()
-            except DecodeError as exc:
-                failed[scan_id] = str(exc)
-                continue
-            if frame >= len(frames):
-                failed[scan_id] = f"frame {frame} not found: the file has {len(frames)} frame(s)"
-                continue
-            images.append(frames[frame])
-            ready.append(scan_id)
-    results = engine.classify(images) if images else []
-    latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(work), 1)
-    _store(session_factory, model_version_id, ready, results, failed, latency_ms)
-    logger.info("batch of %d: %d classified, %d failed, %d skipped in %.0f ms/scan", len(scan_ids),
-                len(ready), len(failed), len(skipped), latency_ms)
-    return BatchOutcome(ready, failed, skipped)
+        storing: Future | None = None
+        for k, group in enumerate(groups):
+            started = time.perf_counter()
+            decode_group(k + 2)
+            images, ready, group_failed = _collect(group, files)
+            for sha in [sha for sha, last in last_use.items() if last == k]:
+                files.pop(sha, None)  # frames no later batch needs
+            results = engine.classify(images) if images else []
+            latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(group), 1)
+            if storing is not None:
+                storing.result()  # one write in flight; its error fails the task (retried)
+            storing = writer.submit(_store, session_factory, model_version_id, ready, results,
+                                    group_failed, latency_ms)
+            classified.extend(ready)
+            failed.update(group_failed)
+            logger.info("batch of %d: %d classified, %d failed in %.0f ms/scan", len(group), len(ready),
+                        len(group_failed), latency_ms)
+        storing.result()
+    return BatchOutcome(classified, failed, skipped)
+
+
+def _collect(group: Sequence[tuple[int, str, int, str]], files: dict[str, Future]
+             ) -> tuple[list[np.ndarray], list[int], dict[int, str]]:
+    """The decoded frame of each scan in `group`, or the reason it cannot be classified."""
+    from training.decode import DecodeError
+
+    images, ready, failed = [], [], {}
+    for scan_id, sha, frame, _ in group:
+        try:
+            frames = files[sha].result()
+        except DecodeError as exc:
+            failed[scan_id] = str(exc)
+            continue
+        if frame >= len(frames):
+            failed[scan_id] = f"frame {frame} not found: the file has {len(frames)} frame(s)"
+            continue
+        images.append(frames[frame])
+        ready.append(scan_id)
+    return images, ready, failed
 
 
 def _store(session_factory: sessionmaker[Session], model_version_id: int, ready: list[int],

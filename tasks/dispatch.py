@@ -117,7 +117,8 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
         session.commit()
     try:
         app = celery_for(settings)
-        for chunk in _chunks(todo, settings.inference_batch_size):
+        task_size = settings.inference_batch_size * settings.inference_batches_per_task
+        for chunk in _chunks(todo, task_size):
             app.send_task("tasks.classify_batch", args=[list(chunk), version_id], queue="inference")
     except Exception:
         # The job is committed but its scans are not in the broker: flag it so the

@@ -1,7 +1,9 @@
 """classify_scans with the real tiny five-model engine, in process, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -144,3 +146,50 @@ def test_unloadable_version_is_retried_then_fails_its_scans_with_a_reason(factor
             assert scan.status == "failed" and scan.attempts == settings.max_scan_attempts
             assert scan.error.startswith(f"model version {version_id} could not be loaded")
             assert "svm.joblib" in scan.error
+
+
+def test_a_task_runs_engine_batches_pipelined(factory, settings, tiny_bundle, monkeypatch):
+    """9 scans at batch size 2: five engine batches; the next batches decode while one computes
+    and each batch is stored as it ends, so a task's progress shows batch by batch."""
+    import tasks.classify as classify
+
+    settings = dataclasses.replace(settings, inference_batch_size=2)
+    every = scan_files(good=9, seed=3)
+    files = {path: every[path] for path in sorted(good_paths(every))}
+    assert len(files) == 9
+    version_id, job_id, scan_ids = _setup(factory, settings, tiny_bundle, files)
+    started: list[str] = []
+    real_decode = classify._decode
+
+    def recording_decode(conf, sha, path, size):
+        started.append(path)
+        return real_decode(conf, sha, path, size)
+
+    monkeypatch.setattr(classify, "_decode", recording_decode)
+    calls: list[tuple[int, set[str], int]] = []
+
+    def loader(version, path, conf):
+        engine = runtime.engine_for(version, path, conf)
+
+        class Watching:
+            def classify(self, images):
+                with factory() as session:
+                    stored = session.scalar(select(func.count(Scan.id)).where(
+                        Scan.job_id == job_id, Scan.status == "classified"))
+                calls.append((len(images), set(started), stored))
+                return engine.classify(images)
+
+        return Watching()
+
+    outcome = classify_scans(factory, settings, scan_ids, version_id, engine_loader=loader)
+    assert sorted(outcome.classified) == sorted(scan_ids)
+    assert [size for size, _, _ in calls] == [2, 2, 2, 2, 1]
+    with factory() as session:
+        order = [s.path for s in session.scalars(select(Scan).where(Scan.id.in_(scan_ids)).order_by(Scan.id))]
+    # While batch k computes, batches k+1 and k+2 are already decoding.
+    for k, (_, decoding, _) in enumerate(calls):
+        assert set(order[2 * k: 2 * k + 6]) <= decoding, k
+    # Batches 0-2 are in the database before the last one computes (batch 3 may be writing).
+    assert calls[-1][2] >= 6
+    with factory() as session:
+        assert session.get(Job, job_id).done == 9

@@ -1,6 +1,8 @@
 """Dispatch, reuse, versions and job counters against SQLite and PostgreSQL (real Redis queue)."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 
@@ -108,7 +110,10 @@ def test_without_active_version_the_job_waits_and_says_why(factory, settings):
     assert queued_messages(settings.redis_url, "inference") == []
 
 
-def test_dispatch_enqueues_batches_then_waiting_jobs_start_on_activation(factory, settings, tiny_bundle):
+@pytest.mark.parametrize("batches_per_task, task_sizes", [(1, [4, 3]), (4, [7])])
+def test_dispatch_enqueues_batches_then_waiting_jobs_start_on_activation(factory, settings, tiny_bundle,
+                                                                         batches_per_task, task_sizes):
+    settings = dataclasses.replace(settings, inference_batches_per_task=batches_per_task)
     with factory() as session:
         job_id = make_job(session, settings, scan_files(good=5)).id  # 7 scans with the 2 bad ones
     dispatch_job(factory, job_id, settings)
@@ -116,7 +121,8 @@ def test_dispatch_enqueues_batches_then_waiting_jobs_start_on_activation(factory
         version = _version(session, tiny_bundle)
     assert dispatch_waiting_jobs(factory, settings) == 1
     messages = queued_messages(settings.redis_url, "inference")
-    assert [len(args[0]) for _, args in messages] == [4, 3]  # INFERENCE_BATCH_SIZE=4
+    # A task holds up to INFERENCE_BATCH_SIZE (4) x INFERENCE_BATCHES_PER_TASK scans.
+    assert [len(args[0]) for _, args in messages] == task_sizes
     assert {name for name, _ in messages} == {"tasks.classify_batch"}
     assert all(args[1] == version.id for _, args in messages)
     with factory() as session:
