@@ -20,7 +20,7 @@ TRAIN_ARGS ?=
 TRAIN_STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 BUNDLE ?= $(DATA_DIR)/bundles/manual-$(TRAIN_STAMP)
 
-.PHONY: help venv venv-dev run test lint bench train clean distclean
+.PHONY: help venv venv-dev run test lint bench bench-training train clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ bench: venv-dev ## engine batched vs naive; whole service vs engine + status pol
 	PYTHONPATH=. $(VPY) -m bench.inference --data "$(BENCH_DATA)" --batch-size $(BENCH_BATCH) $(BENCH_INFERENCE_ARGS)
 	PYTHONPATH=. $(VPY) -m bench.service --data "$(BENCH_DATA)" --scans $(BENCH_SCANS) --batch-size $(BENCH_BATCH) \
 	    $(BENCH_SERVICE_ARGS)
+
+bench-training: venv-dev ## feature cache vs recomputing the backbone every epoch (ResNet50, 224 px: ~30 min)
+	@if [ -z "$(BENCH_DATA)" ]; then echo "set BENCH_DATA (or TRAINING_DATA_DIR) to a labelled folder"; exit 1; fi
+	PYTHONPATH=. $(VPY) -m bench.training --data "$(BENCH_DATA)" $(or $(BENCH_TRAINING_ARGS),--models resnet50 --epochs 12)
 
 train: venv ## train all five models on TRAINING_DATA_DIR into a bundle under DATA_DIR/bundles
 	@if [ -z "$(TRAINING_DATA_DIR)" ]; then echo "set TRAINING_DATA_DIR to a labelled folder (one subfolder per class)"; exit 1; fi

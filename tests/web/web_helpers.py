@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 WEB_REDIS_URL = "redis://127.0.0.1:6379/13"
-WEB_OVERRIDES = {"env": "test", "inference_batch_size": 4, "max_upload_mb": 2, "max_zip_files": 40,
-                 "log_level": "WARNING"}
+# One engine batch of 4 scans per classify task, so small uploads make several tasks.
+WEB_OVERRIDES = {"env": "test", "inference_batch_size": 4, "inference_batches_per_task": 1, "max_upload_mb": 2,
+                 "max_zip_files": 40, "log_level": "WARNING"}
 
 
 def build_app(tmp_path: Path, database_url: str, **overrides: Any):
