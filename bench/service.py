@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env, work / "web.log", "Booting worker"))
         processes.append(start_process(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "inference,training,default",
-             "--pool", args.worker_pool, "-c", str(args.worker_concurrency), "--loglevel", "INFO", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
-             "--without-gossip", "--without-mingle"], env, work / "worker.log", " ready."))
+             "--pool", args.worker_pool, "-c", str(args.worker_concurrency), "--loglevel", "INFO",
+             "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"], env, work / "worker.log", " ready."))
         paths = pick_files(Path(args.data), args.scans, skip=args.batch_size)
         warm_paths, measured = paths[args.scans:], paths[:args.scans]
         api = Api(port, token)
