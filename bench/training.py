@@ -29,19 +29,13 @@ ARCHES = ("resnet50", "vgg16")
 
 
 def stratified_subset(items: list, limit: int, seed: int) -> list:
-    """At most `limit` items keeping each class's share (a random draw per class)."""
+    """About `limit` items keeping each class's share: the validation side of the project's
+    hash-grouped stratified split (training.datasets), sized limit / len(items)."""
+    from training.datasets import stratified_hash_split
+
     if limit <= 0 or limit >= len(items):
         return items
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for index, item in enumerate(items):
-        by_label.setdefault(item.label, []).append(index)
-    keep: list[int] = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        share = max(1, round(limit * len(members) / len(items)))
-        keep.extend(rng.choice(members, min(share, len(members)), replace=False).tolist())
-    return [items[i] for i in sorted(keep)]
+    return stratified_hash_split(items, limit / len(items), seed)[1]
 
 
 def _accuracy(head, features: np.ndarray, labels: np.ndarray) -> float:

@@ -103,9 +103,12 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
             raise ModelLoadError(f"model version {model_version_id} does not exist")
         bundle_path = version.bundle_path
         image_size = int((version.manifest or {}).get("image_size") or 0) or None
-    size = max(1, settings.inference_batch_size)
+    size = settings.inference_batch_size
     groups = [work[i:i + size] for i in range(0, len(work), size)]
     last_use = {sha: k for k, group in enumerate(groups) for _, sha, _, _ in group}
+    release: dict[int, list[str]] = {}  # batch -> files no later batch needs
+    for sha, k in last_use.items():
+        release.setdefault(k, []).append(sha)
     files: dict[str, Future] = {}
     classified: list[int] = []
     with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool, ThreadPoolExecutor(max_workers=1) as writer:
@@ -129,8 +132,8 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
             started = time.perf_counter()
             decode_group(k + 2)
             images, ready, group_failed = _collect(group, files)
-            for sha in [sha for sha, last in last_use.items() if last == k]:
-                files.pop(sha, None)  # frames no later batch needs
+            for sha in release.get(k, ()):
+                files.pop(sha, None)
             results = engine.classify(images) if images else []
             latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(group), 1)
             if storing is not None:

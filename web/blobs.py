@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from config.storage import blob_path  # the one layout the workers read too
+
 logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -20,13 +22,6 @@ MAX_PATH_CHARS = 1000
 
 class UnsafePath(ValueError):
     """A zip member name that would land outside its folder."""
-
-
-def blob_path(uploads_dir: Path, sha256: str) -> Path:
-    """Where a blob with this SHA-256 lives: <uploads_dir>/<sha[:2]>/<sha>."""
-    from config.storage import blob_path as stored_at  # the one layout the workers read too
-
-    return stored_at(uploads_dir, sha256)
 
 
 def clean_upload_path(name: str) -> str:
@@ -64,8 +59,7 @@ class BlobStager:
     uploads_dir: Path
     tmp_root: Path
     staged: dict[str, StagedBlob] = field(default_factory=dict)
-    placed: list[Path] = field(default_factory=list)
-    placed_digests: list[str] = field(default_factory=list)
+    placed: dict[str, Path] = field(default_factory=dict)  # SHA-256 -> blob newly stored by this request
     _dir: Path | None = None
 
     @property
@@ -107,8 +101,7 @@ class BlobStager:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(blob.path, target)
-            self.placed.append(target)
-            self.placed_digests.append(blob.sha256)
+            self.placed[blob.sha256] = target
         self.discard()
 
     def unplace(self, keep: frozenset[str] = frozenset()) -> None:
@@ -116,11 +109,10 @@ class BlobStager:
 
         Digests in `keep` stay: another request may have stored rows for the same content meanwhile.
         """
-        for target, sha in zip(self.placed, self.placed_digests):
+        for sha, target in self.placed.items():
             if sha not in keep:
                 target.unlink(missing_ok=True)
         self.placed.clear()
-        self.placed_digests.clear()
 
     def discard(self) -> None:
         """Delete the staging folder and whatever is still in it."""

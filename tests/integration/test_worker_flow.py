@@ -97,6 +97,16 @@ def test_worker_killed_mid_batch(service, start_worker, tiny_bundle, max_attempt
             assert len(scan.predictions) == len(MODELS)
 
 
+def _run_job(service, worker, files: dict[str, bytes], timeout_s: float, what: str):
+    """Store a job with these files, dispatch it to the running `worker`, wait until it is done; its id."""
+    settings, factory = service
+    with factory() as session:
+        job_id = make_job(session, settings, files).id
+    dispatch_job(factory, job_id, settings)
+    wait_for(lambda: _job_done(factory, job_id), timeout_s, what, worker)
+    return job_id
+
+
 def test_unloadable_bundle_fails_the_scans_and_the_job_finishes(service, start_worker, tiny_bundle, tmp_path):
     """The worker cannot load the active version: the batch is retried, then its scans fail with a reason."""
     settings, factory = service
@@ -104,11 +114,9 @@ def test_unloadable_bundle_fails_the_scans_and_the_job_finishes(service, start_w
     shutil.copytree(tiny_bundle, broken)
     version_id = _activate(factory, broken)
     (broken / "random_forest.joblib").unlink()
-    with factory() as session:
-        job_id = make_job(session, settings, {"a.png": scan_files(good=2)["study1/slice_001.png"]}).id
     worker = start_worker(MAX_SCAN_ATTEMPTS="2")
-    dispatch_job(factory, job_id, settings)
-    wait_for(lambda: _job_done(factory, job_id), 120, "the job to give up on the broken bundle", worker)
+    job_id = _run_job(service, worker, {"a.png": scan_files(good=2)["study1/slice_001.png"]}, 120,
+                      "the job to give up on the broken bundle")
     with factory() as session:
         job = session.get(Job, job_id)
         assert (job.done, job.failed) == (0, 1)
@@ -173,11 +181,8 @@ def test_embedded_filesystem_broker(service, start_worker, tiny_bundle):
     settings, factory = service
     settings = settings.replace(broker_url="filesystem://")
     _activate(factory, tiny_bundle)
-    with factory() as session:
-        job_id = make_job(session, settings, scan_files(good=2)).id
-    worker = start_worker(BROKER_URL="filesystem://")
-    dispatch_job(factory, job_id, settings)
-    wait_for(lambda: _job_done(factory, job_id), 180, "the job over the filesystem broker", worker)
+    job_id = _run_job((settings, factory), start_worker(BROKER_URL="filesystem://"), scan_files(good=2),
+                      180, "the job over the filesystem broker")
     with factory() as session:
         job = session.get(Job, job_id)
         assert (job.done, job.failed) == (2, 2)

@@ -71,7 +71,7 @@ def _storing(session: Session, stager: BlobStager) -> Iterator[None]:
 def _undo_placed(session: Session, stager: BlobStager) -> None:
     """After a failed database write: roll back and remove the blobs this request newly stored."""
     session.rollback()
-    digests = list(stager.placed_digests)
+    digests = list(stager.placed)
     try:
         # A concurrent upload of the same content may have committed rows that use these blobs.
         used = frozenset(session.scalars(select(Scan.sha256).where(Scan.sha256.in_(digests)).distinct())) \
@@ -79,7 +79,6 @@ def _undo_placed(session: Session, stager: BlobStager) -> None:
     except Exception:  # the database is what failed; removing a blob another job needs is worse
         logger.exception("could not check blob use after a failed upload; keeping %d blob(s)", len(digests))
         stager.placed.clear()
-        stager.placed_digests.clear()
         return
     finally:
         session.rollback()
