@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -166,7 +166,17 @@ def test_a_task_runs_engine_batches_pipelined(factory, settings, tiny_bundle, mo
         return real_decode(conf, sha, path, size)
 
     monkeypatch.setattr(classify, "_decode", recording_decode)
+    with factory() as session:
+        order = [s.path for s in session.scalars(select(Scan).where(Scan.id.in_(scan_ids)).order_by(Scan.id))]
     calls: list[tuple[int, set[str], int]] = []
+
+    def decoding_when_batch_starts(k: int) -> set[str]:
+        # Files submitted before batch k computes start within moments (4 decode threads);
+        # files not yet submitted cannot start until this call returns, so waiting is safe.
+        wanted, deadline = set(order[2 * k: 2 * k + 6]), time.monotonic() + 5
+        while not wanted <= set(started) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return set(started)
 
     def loader(version, path, conf):
         engine = runtime.engine_for(version, path, conf)
@@ -176,7 +186,7 @@ def test_a_task_runs_engine_batches_pipelined(factory, settings, tiny_bundle, mo
                 with factory() as session:
                     stored = session.scalar(select(func.count(Scan.id)).where(
                         Scan.job_id == job_id, Scan.status == "classified"))
-                calls.append((len(images), set(started), stored))
+                calls.append((len(images), decoding_when_batch_starts(len(calls)), stored))
                 return engine.classify(images)
 
         return Watching()
@@ -184,8 +194,6 @@ def test_a_task_runs_engine_batches_pipelined(factory, settings, tiny_bundle, mo
     outcome = classify_scans(factory, settings, scan_ids, version_id, engine_loader=loader)
     assert sorted(outcome.classified) == sorted(scan_ids)
     assert [size for size, _, _ in calls] == [2, 2, 2, 2, 1]
-    with factory() as session:
-        order = [s.path for s in session.scalars(select(Scan).where(Scan.id.in_(scan_ids)).order_by(Scan.id))]
     # While batch k computes, batches k+1 and k+2 are already decoding.
     for k, (_, decoding, _) in enumerate(calls):
         assert set(order[2 * k: 2 * k + 6]) <= decoding, k
