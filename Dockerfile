@@ -12,7 +12,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KERAS_BACKEND=tensorflow \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_HOME=/data/keras \
-    PYTHONPATH=/app \
     DATA_DIR=/data \
     APP_ENV=production
 
@@ -32,6 +31,8 @@ RUN pip install -r requirements.txt \
        fi
 
 COPY --chown=app:app . .
+# The project itself, so every command imports it from any directory (dependencies above).
+RUN pip install --no-deps -e .
 # /data is the volume for blobs, bundles, reports and the Keras cache; owned by the app user
 # so a fresh named volume inherits that ownership.
 RUN mkdir -p /data && chown app:app /data

@@ -44,17 +44,17 @@ lint: venv-dev ## byte-compile everything; ruff too if it is installed
 
 bench: venv-dev ## engine batched vs naive; whole service vs engine + status polls (PostgreSQL, Redis)
 	@if [ -z "$(BENCH_DATA)" ]; then echo "set BENCH_DATA (or TRAINING_DATA_DIR) to a folder of scans"; exit 1; fi
-	PYTHONPATH=. $(VPY) -m bench.inference --data "$(BENCH_DATA)" --batch-size $(BENCH_BATCH) $(BENCH_INFERENCE_ARGS)
-	PYTHONPATH=. $(VPY) -m bench.service --data "$(BENCH_DATA)" --scans $(BENCH_SCANS) --batch-size $(BENCH_BATCH) \
+	$(VPY) -m bench.inference --data "$(BENCH_DATA)" --batch-size $(BENCH_BATCH) $(BENCH_INFERENCE_ARGS)
+	$(VPY) -m bench.service --data "$(BENCH_DATA)" --scans $(BENCH_SCANS) --batch-size $(BENCH_BATCH) \
 	    $(BENCH_SERVICE_ARGS)
 
 bench-training: venv-dev ## feature cache vs recomputing the backbone every epoch (ResNet50, 224 px: ~30 min)
 	@if [ -z "$(BENCH_DATA)" ]; then echo "set BENCH_DATA (or TRAINING_DATA_DIR) to a labelled folder"; exit 1; fi
-	PYTHONPATH=. $(VPY) -m bench.training --data "$(BENCH_DATA)" $(or $(BENCH_TRAINING_ARGS),--models resnet50 --epochs 12)
+	$(VPY) -m bench.training --data "$(BENCH_DATA)" $(or $(BENCH_TRAINING_ARGS),--models resnet50 --epochs 12)
 
 train: venv ## train all five models on TRAINING_DATA_DIR into a bundle under DATA_DIR/bundles
 	@if [ -z "$(TRAINING_DATA_DIR)" ]; then echo "set TRAINING_DATA_DIR to a labelled folder (one subfolder per class)"; exit 1; fi
-	PYTHONPATH=. $(VPY) -m training train --data "$(TRAINING_DATA_DIR)" --out "$(BUNDLE)" $(TRAIN_ARGS)
+	$(VPY) -m training train --data "$(TRAINING_DATA_DIR)" --out "$(BUNDLE)" $(TRAIN_ARGS)
 	@echo "register it with: $(VENV)/bin/flask --app web register-model $(BUNDLE) --activate"
 
 clean: ## remove caches and build leftovers (keeps .venv and DATA_DIR)

@@ -42,8 +42,19 @@ class Settings:
     max_upload_mb: int = 512
     max_zip_files: int = 20000
     max_scan_attempts: int = 3
+    # Images declaring more pixels than this (read from the header) are refused before decoding.
+    max_image_pixels: int = 36_000_000
+    # A worker holds a lease on the scans it works on, renewed while it runs; the sweeper
+    # re-sends scans whose lease ran out (their worker died) and scans that never reached
+    # the broker or were lost from it, once they have waited this long.
+    scan_lease_s: int = 60
+    # A running training run whose worker stopped renewing this lease is marked failed.
+    training_lease_s: int = 300
     retrain_schedule: str = "0 3 * * 0"
     task_visibility_timeout_s: int = 6 * 3600
+    session_cookie_secure: bool = False
+    login_rate_limit: str = "10 per minute"
+    dicom_deidentify: bool = True
     log_level: str = "INFO"
 
     @property
@@ -87,6 +98,18 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}")
 
 
 def _secret_key(environ: Mapping[str, str], env: str, data_dir: Path) -> str:
@@ -136,9 +159,17 @@ def load_settings(environ: Mapping[str, str] | None = None,
         inference_precision=precision,
         max_upload_mb=_int(environ, "MAX_UPLOAD_MB", 512),
         max_zip_files=_int(environ, "MAX_ZIP_FILES", 20000),
-        max_scan_attempts=_int(environ, "MAX_SCAN_ATTEMPTS", 3),
+        # SCAN_MAX_ATTEMPTS is accepted as another spelling of the same setting.
+        max_scan_attempts=_int(environ, "MAX_SCAN_ATTEMPTS" if environ.get("MAX_SCAN_ATTEMPTS")
+                               else "SCAN_MAX_ATTEMPTS", 3),
+        max_image_pixels=_int(environ, "MAX_IMAGE_PIXELS", 36_000_000, minimum=64 * 64),
+        scan_lease_s=_int(environ, "SCAN_LEASE_S", 60, minimum=5),
+        training_lease_s=_int(environ, "TRAINING_LEASE_S", 300, minimum=30),
         retrain_schedule=environ.get("RETRAIN_SCHEDULE", "0 3 * * 0"),
         task_visibility_timeout_s=_int(environ, "TASK_VISIBILITY_TIMEOUT_S", 6 * 3600, minimum=60),
+        session_cookie_secure=_bool(environ, "SESSION_COOKIE_SECURE", False),
+        login_rate_limit=environ.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        dicom_deidentify=_bool(environ, "DICOM_DEIDENTIFY", True),
         log_level=environ.get("LOG_LEVEL", "INFO").upper(),
     )
     unknown = set(overrides) - {f.name for f in dataclasses.fields(Settings)}

@@ -32,7 +32,9 @@ def test_development_without_any_key_fails_fast(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [("INFERENCE_BATCH_SIZE", "zero"), ("MAX_UPLOAD_MB", "0"),
-                                        ("INFERENCE_PRECISION", "fp8"), ("APP_ENV", "staging")])
+                                        ("INFERENCE_PRECISION", "fp8"), ("APP_ENV", "staging"),
+                                        ("SESSION_COOKIE_SECURE", "maybe"), ("SCAN_LEASE_S", "1"),
+                                        ("MAX_IMAGE_PIXELS", "100")])
 def test_bad_values_are_refused(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load_settings({"DATA_DIR": str(tmp_path), "APP_ENV": "test", name: value})
@@ -43,3 +45,15 @@ def test_overrides_win_and_unknown_overrides_are_refused(tmp_path):
     assert settings.data_dir == Path(tmp_path).absolute() and settings.inference_batch_size == 4
     with pytest.raises(SettingsError, match="nonsense"):
         load_settings({"APP_ENV": "test"}, {"nonsense": 1})
+
+
+def test_reliability_and_security_settings(tmp_path):
+    base = {"DATA_DIR": str(tmp_path), "APP_ENV": "test"}
+    defaults = load_settings(base)
+    assert (defaults.scan_lease_s, defaults.max_image_pixels, defaults.dicom_deidentify,
+            defaults.session_cookie_secure) == (60, 36_000_000, True, False)
+    changed = load_settings({**base, "SCAN_LEASE_S": "20", "SESSION_COOKIE_SECURE": "on",
+                             "DICOM_DEIDENTIFY": "false", "SCAN_MAX_ATTEMPTS": "5"})
+    assert (changed.scan_lease_s, changed.session_cookie_secure, changed.dicom_deidentify,
+            changed.max_scan_attempts) == (20, True, False, 5)
+    assert load_settings({**base, "MAX_SCAN_ATTEMPTS": "2", "SCAN_MAX_ATTEMPTS": "5"}).max_scan_attempts == 2

@@ -71,6 +71,12 @@ def test_venv_stamp_skips_a_second_install_and_follows_requirements(tmp_path):
     assert "creating" in first.stdout and "installing" in first.stdout
     stamps = sorted(p.name for p in venv.glob(".stamp-t-*"))
     assert len(stamps) == 1
+    # The project itself is installed (its dependencies come from the requirements): it
+    # imports from another folder with no PYTHONPATH.
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    found = subprocess.run([str(venv / "bin" / "python"), "-c", "import config.settings; print(config.__file__)"], cwd=tmp_path, env=clean, capture_output=True,
+                           text=True, timeout=120)
+    assert found.returncode == 0 and found.stdout.strip() == str(REPO / "config" / "__init__.py"), found.stderr
 
     second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0 and second.stdout == ""
