@@ -18,6 +18,8 @@ def test_settings_table_lists_every_setting_with_its_default():
         name = ENV_NAME.get(field.name, field.name.upper())
         assert name in rows, f"README settings table lacks {name}"
         default = field.default
+        if isinstance(default, bool):
+            default = str(default).lower()
         if isinstance(default, (int, str)) and default not in ("",) and field.name != "data_dir":
             assert f"`{default}`" in rows[name], f"README default of {name} should be {default!r}"
 
