@@ -75,6 +75,8 @@ class Scan(Base):
         UniqueConstraint("job_id", "path", "frame"),
         Index("ix_scans_job_status", "job_id", "status"),
         Index("ix_scans_sha256_frame", "sha256", "frame"),
+        # The sweeper looks for queued scans only; they are few next to the classified ones.
+        Index("ix_scans_status_dispatched", "status", "dispatched_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -85,6 +87,12 @@ class Scan(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a classify task for this scan was last handed to the broker (None: never sent).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The worker task working on this scan and until when; renewed while it runs. A lease
+    # that ran out while the scan is still queued means its worker died.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reused: Mapped[bool] = mapped_column(Boolean, default=False)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -148,6 +156,9 @@ class TrainingRun(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the run was last handed to the broker, and until when its worker's lease holds.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):
