@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db.models import ModelVersion, User
-from web_helpers import build_app, png_bytes, queued_messages, upload_data
+from web_helpers import WEB_REDIS_URL, build_app, png_bytes, queued_messages, upload_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_create_user_sets_a_password_hash(app):
 
 def test_flask_cli_db_upgrade_and_create_token_end_to_end(tmp_path):
     env = {**os.environ, "APP_ENV": "test", "DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "REDIS_URL": "redis://127.0.0.1:6379/13"}
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "REDIS_URL": WEB_REDIS_URL}
     flask = [sys.executable, "-m", "flask", "--app", "web"]
     upgrade = subprocess.run([*flask, "db", "upgrade"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert upgrade.returncode == 0, upgrade.stderr
