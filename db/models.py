@@ -39,6 +39,8 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(12))
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # None: the token never expires.
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     user: Mapped[User] = relationship(back_populates="tokens")
 
