@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from config.settings import load_settings
 from db.models import Job, Scan, TrainingRun
@@ -41,6 +41,7 @@ def resend_open_work(env: Mapping[str, str], broker_kind: str) -> list[str]:
     if broker_kind not in FORGETFUL_BROKERS:
         return []
     from tasks.dispatch import dispatch_job, enqueue_training  # imports Celery: only when needed
+    from tasks.sweeper import clear_scan_leases
 
     settings = load_settings(env, overrides={"secret_key": ""})
     if broker_kind == "filesystem":
@@ -49,13 +50,19 @@ def resend_open_work(env: Mapping[str, str], broker_kind: str) -> list[str]:
     try:
         factory = make_session_factory(engine)
         with factory() as session:
+            # No worker runs yet and the broker forgot everything: every lease is stale and
+            # every queued scan unsent; a run that was training starts over.
+            clear_scan_leases(session)
+            session.execute(update(TrainingRun).where(TrainingRun.status == "running")
+                            .values(status="queued", lease_until=None))
+            session.commit()
             runs = list(session.execute(select(TrainingRun.id).where(
                 TrainingRun.status.in_(("queued", "running"))).order_by(TrainingRun.id)).scalars())
             jobs = list(session.execute(select(Job.id).where(
                 Job.status != "done", Job.id.in_(select(Scan.job_id).where(Scan.status == "queued")))
                 .order_by(Job.id)).scalars())
         for run_id in runs:
-            enqueue_training(run_id, settings)
+            enqueue_training(run_id, settings, factory)
         for job_id in jobs:
             dispatch_job(factory, job_id, settings)
     finally:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -17,7 +19,9 @@ from config.storage import blob_path
 from db.base import utcnow
 from db.models import ModelVersion, Scan
 from tasks import runtime
+from tasks.dispatch import send_scans
 from tasks.jobs import mark_started, refresh_job
+from tasks.leases import LeaseKeeper, lease_expiry, release_scan_leases, renew_scan_leases
 from tasks.store import insert_predictions, prediction_rows
 
 logger = logging.getLogger(__name__)
@@ -58,45 +62,113 @@ def _decode(settings: Settings, sha256: str, filename: str, image_size: int | No
     return [d.image for d in decode_bytes(data, filename, target_size=image_size)]
 
 
-def _claim(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int]
-           ) -> tuple[list[tuple[int, str, int, str]], dict[int, str], list[int]]:
-    """Count an attempt on each queued scan and commit before any heavy work (a crash then counts)."""
-    limit = settings.max_scan_attempts
+@dataclass
+class Claim:
+    """The scans a task took: work to do, scans failed at claim, skipped, and sent off one by one."""
+
+    work: list[tuple[int, str, int, str]]
+    failed: dict[int, str]
+    skipped: list[int]
+    isolated: list[int]
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+def _claim(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int],
+           owner: str) -> Claim:
+    """Lease the queued scans nobody else holds and count an attempt on each, committed before any
+    heavy work (so a crash counts). Scans a previous delivery of this same task held when it died
+    are not worked on here: each goes back to the queue alone, so a scan that kills its worker
+    cannot take the rest of its batch down with it."""
+    limit, now = settings.max_scan_attempts, utcnow()
     with session_factory() as session:
         scans = list(session.execute(select(Scan).where(Scan.id.in_(list(scan_ids))).order_by(Scan.id)
                                      .with_for_update()).scalars())
-        skipped = [s.id for s in scans if s.status != "queued"]
-        work, failed = [], {}
+        claim = Claim([], {}, [], [])
         for scan in scans:
-            if scan.status != "queued":
-                continue
-            scan.attempts += 1
-            if scan.attempts > limit:
-                reason = (f"gave up after {limit} attempt(s): the worker stopped while classifying "
-                          "this scan each time")
-                scan.status, scan.error = "failed", reason
-                failed[scan.id] = reason
+            until = _aware(scan.lease_until)
+            held_by_other = until is not None and until >= now and scan.lease_owner != owner
+            if scan.status != "queued" or held_by_other:
+                claim.skipped.append(scan.id)
+            elif scan.lease_owner == owner and until is not None and len(scans) > 1:
+                scan.lease_owner, scan.lease_until, scan.dispatched_at = None, None, now
+                claim.isolated.append(scan.id)
+            elif scan.attempts + 1 > limit:
+                scan.attempts += 1
+                scan.status = "failed"
+                scan.error = claim.failed[scan.id] = gave_up_reason(limit)
+                scan.lease_owner = scan.lease_until = None
             else:
-                work.append((scan.id, scan.sha256, scan.frame, scan.path))
-        jobs = {s.job_id for s in scans}
+                scan.attempts += 1
+                scan.lease_owner, scan.lease_until = owner, lease_expiry(settings.scan_lease_s, now)
+                claim.work.append((scan.id, scan.sha256, scan.frame, scan.path))
+        jobs = {s.job_id for s in scans if s.id not in claim.skipped}
         mark_started(session, jobs)
         for job_id in sorted(jobs):
             refresh_job(session, job_id)
         session.commit()
-    return work, failed, skipped
+    if claim.isolated:
+        logger.warning("%d scan(s) were held by an earlier delivery of task %s that died; "
+                       "each goes back to the queue alone", len(claim.isolated), owner)
+    return claim
+
+
+def gave_up_reason(limit: int) -> str:
+    """The reason stored on a scan whose worker died on it `limit` times."""
+    return (f"gave up after {limit} attempt(s): the worker stopped while classifying this scan each "
+            "time (it may crash the decoder or exhaust the worker's memory)")
 
 
 def classify_scans(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int],
-                   model_version_id: int, engine_loader: EngineLoader = runtime.engine_for) -> BatchOutcome:
+                   model_version_id: int, engine_loader: EngineLoader = runtime.engine_for,
+                   owner: str | None = None) -> BatchOutcome:
     """Classify queued scans with one model version; failures get a plain reason, the rest go on.
 
+    `owner` names the lease (the Celery task id; a redelivery of the same task shares it).
     The scans run in engine batches of INFERENCE_BATCH_SIZE, pipelined: while one batch
     computes, the next ones decode in threads and the previous one is written to the
-    database, so the engine rarely waits. Each batch's results are committed as it ends.
+    database, so the engine rarely waits. Each batch's results are committed as it ends,
+    and a LeaseKeeper renews the lease on the rest until the task ends.
     """
-    work, failed, skipped = _claim(session_factory, settings, scan_ids)
-    if not work:
-        return BatchOutcome([], failed, skipped)
+    owner = owner or f"local-{uuid.uuid4().hex}"
+    claim = _claim(session_factory, settings, scan_ids, owner)
+    if claim.isolated:
+        send_scans(settings, claim.isolated, model_version_id, per_task=1)
+    if not claim.work:
+        return BatchOutcome([], claim.failed, claim.skipped)
+    ids = [scan_id for scan_id, _, _, _ in claim.work]
+    keeper = LeaseKeeper(session_factory, settings.scan_lease_s,
+                         lambda session: renew_scan_leases(session, owner, ids, settings.scan_lease_s),
+                         f"{len(ids)} scan(s) of task {owner}")
+    try:
+        with keeper:
+            classified, failed = _run_batches(session_factory, settings, claim.work, model_version_id,
+                                              engine_loader)
+    except BaseException:
+        _release_quietly(session_factory, owner, ids)
+        raise
+    failed.update(claim.failed)
+    return BatchOutcome(classified, failed, claim.skipped)
+
+
+def _release_quietly(session_factory: sessionmaker[Session], owner: str, scan_ids: Sequence[int]) -> None:
+    """After a failure, free the leases so a retry or the sweeper can take the scans at once."""
+    try:
+        with session_factory() as session:
+            release_scan_leases(session, owner, scan_ids)
+            session.commit()
+    except Exception as exc:  # the database may be what failed; the leases then run out
+        logger.warning("could not release the leases of task %s: %s: %s", owner, type(exc).__name__, exc)
+
+
+def _run_batches(session_factory: sessionmaker[Session], settings: Settings,
+                 work: list[tuple[int, str, int, str]], model_version_id: int,
+                 engine_loader: EngineLoader) -> tuple[list[int], dict[int, str]]:
+    """Decode, classify and store `work` batch by batch; return (classified ids, failed reasons)."""
+    failed: dict[int, str] = {}
     with session_factory() as session:
         version = session.get(ModelVersion, model_version_id)
         if version is None:
@@ -145,7 +217,7 @@ def classify_scans(session_factory: sessionmaker[Session], settings: Settings, s
             logger.info("batch of %d: %d classified, %d failed in %.0f ms/scan", len(group), len(ready),
                         len(group_failed), latency_ms)
         storing.result()
-    return BatchOutcome(classified, failed, skipped)
+    return classified, failed
 
 
 def _collect(group: Sequence[tuple[int, str, int, str]], files: dict[str, Future]
@@ -184,10 +256,12 @@ def _store(session_factory: sessionmaker[Session], model_version_id: int, ready:
             if scan.status == "queued":
                 scan.status, scan.error, scan.classified_at = "classified", "", now
                 scan.model_version_id = model_version_id
+                scan.lease_owner = scan.lease_until = None
         for scan_id, reason in failed.items():
             scan = scans[scan_id]
             if scan.status == "queued":
                 scan.status, scan.error = "failed", reason
+                scan.lease_owner = scan.lease_until = None
         for job_id in sorted({s.job_id for s in scans.values()}):
             refresh_job(session, job_id)
         session.commit()
@@ -217,6 +291,7 @@ def give_up_if_exhausted(session_factory: sessionmaker[Session], settings: Setti
         reason = failure_reason(exc, limit)
         for scan in scans:
             scan.status, scan.error = "failed", reason
+            scan.lease_owner = scan.lease_until = None
         for job_id in sorted({scan.job_id for scan in scans}):
             refresh_job(session, job_id)
         session.commit()
@@ -226,16 +301,20 @@ def give_up_if_exhausted(session_factory: sessionmaker[Session], settings: Setti
 
 
 @shared_task(name="tasks.classify_batch", bind=True)
-def classify_batch(self: Task, scan_ids: list[int], model_version_id: int) -> dict[str, int]:
-    """Celery task: classify these scans with this model version (ids in, rows re-read)."""
+def classify_batch(self: Task, scan_ids: list[int], model_version_id: int,
+                   jobs: list[int] | None = None) -> dict[str, int]:
+    """Celery task: classify these scans with this model version (ids in, rows re-read).
+
+    `jobs` (the scans' job ids) only labels the task in Flower and `celery events`.
+    """
     factory, conf = runtime.session_factory(), runtime.settings()
     try:
-        outcome = classify_scans(factory, conf, scan_ids, model_version_id)
+        outcome = classify_scans(factory, conf, scan_ids, model_version_id, owner=self.request.id)
     except Exception as exc:
         # acks_late acknowledges a failed task, so without a retry or a verdict here the
         # scans would stay queued and their job 'running' for ever.
-        logger.warning("batch of %d scan(s) with model version %s failed: %s: %s",
-                       len(scan_ids), model_version_id, type(exc).__name__, exc)
+        logger.warning("batch of %d scan(s) of job(s) %s with model version %s failed: %s: %s",
+                       len(scan_ids), jobs, model_version_id, type(exc).__name__, exc)
         try:
             failed = give_up_if_exhausted(factory, conf, scan_ids, exc)
             if failed is not None:

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any, Iterator, Sequence
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from db.base import utcnow
-from db.models import Job, Prediction, Scan
+from db.models import Job, Prediction, Scan, TrainingRun
 from tasks.jobs import refresh_job
 from tasks.store import insert_predictions
 from tasks.versions import active_version
@@ -83,13 +84,46 @@ def reuse_predictions(session: Session, scans: Sequence[Scan], model_version_id:
     return reused
 
 
+def task_size(settings: Settings) -> int:
+    """Scans per classify task: INFERENCE_BATCH_SIZE x INFERENCE_BATCHES_PER_TASK."""
+    return settings.inference_batch_size * settings.inference_batches_per_task
+
+
+def send_scans(settings: Settings, scan_ids: Sequence[int], model_version_id: int,
+               per_task: int | None = None, jobs: Sequence[int] = ()) -> int:
+    """Send classify_batch tasks for these scans, `per_task` scans each (default a task's worth).
+
+    `jobs` only labels the tasks for monitoring (Flower, `celery events`); workers re-read
+    every scan from the database. Returns how many tasks were sent.
+    """
+    app = celery_for(settings)
+    sent = 0
+    for chunk in _chunks(list(scan_ids), per_task or task_size(settings)):
+        app.send_task("tasks.classify_batch", args=[list(chunk), model_version_id],
+                      kwargs={"jobs": sorted(set(jobs))}, queue="inference")
+        sent += 1
+    return sent
+
+
+def mark_dispatched(session_factory: sessionmaker[Session], scan_ids: Sequence[int]) -> None:
+    """Record that these scans are in the broker now (the sweeper sends scans never marked)."""
+    now = utcnow()
+    with session_factory() as session:
+        for chunk in _chunks(list(scan_ids), _IN_CHUNK):
+            session.execute(update(Scan).where(Scan.id.in_(list(chunk)), Scan.status == "queued")
+                            .values(dispatched_at=now).execution_options(synchronize_session=False))
+        session.commit()
+
+
 def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: Settings,
                  scan_ids: Sequence[int] | None = None) -> None:
-    """Reuse what is stored, commit, then enqueue classify_batch tasks for the job's queued scans.
+    """Reuse what is stored, commit, then enqueue classify_batch tasks for the job's unsent scans.
 
-    `scan_ids` limits the work to scans just added (multi-request uploads), so scans
-    already enqueued by an earlier request are not sent twice. When sending fails the
-    job is flagged (BROKER_UNREACHABLE) for the sweeper and the error is raised.
+    Only queued scans never handed to the broker (`dispatched_at` empty) are sent, and
+    `scan_ids` limits that to the scans just added (multi-request uploads). After the send
+    they are marked; if this process dies in between, the sweeper sends them (a duplicate
+    delivery is a no-op). When sending fails the job is flagged (BROKER_UNREACHABLE) and
+    the error is raised.
     """
     with session_factory() as session:
         job = session.get(Job, job_id)
@@ -102,10 +136,12 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
             session.commit()
             logger.info("job %s waits: no active model version", job_id)
             return
-        query = select(Scan).where(Scan.job_id == job_id, Scan.status == "queued").order_by(Scan.id)
+        query = (select(Scan).where(Scan.job_id == job_id, Scan.status == "queued",
+                                    Scan.dispatched_at.is_(None), Scan.lease_until.is_(None))
+                 .order_by(Scan.id))
         scans = list(session.execute(query).scalars())
         # A flagged job (waiting for a model or the broker) never had its earlier scans
-        # sent, so all of its queued scans go now, not only the ones just added.
+        # sent, so all of its unsent scans go now, not only the ones just added.
         if scan_ids is not None and not job.status_detail:
             keep = set(scan_ids)
             scans = [s for s in scans if s.id in keep]
@@ -116,15 +152,13 @@ def dispatch_job(session_factory: sessionmaker[Session], job_id: int, settings: 
         todo = [s.id for s in scans if s.status == "queued"]
         session.commit()
     try:
-        app = celery_for(settings)
-        task_size = settings.inference_batch_size * settings.inference_batches_per_task
-        for chunk in _chunks(todo, task_size):
-            app.send_task("tasks.classify_batch", args=[list(chunk), version_id], queue="inference")
+        send_scans(settings, todo, version_id, jobs=[job_id])
     except Exception:
         # The job is committed but its scans are not in the broker: flag it so the
-        # dispatch-waiting-jobs sweeper sends them once the broker answers again.
+        # sweeper sends them once the broker answers again.
         _flag_not_sent(session_factory, job_id)
         raise
+    mark_dispatched(session_factory, todo)
     logger.info("job %s: %d scans reused, %d enqueued for model version %s",
                 job_id, len(reused), len(todo), version_id)
 
@@ -143,17 +177,23 @@ def _flag_not_sent(session_factory: sessionmaker[Session], job_id: int) -> None:
 
 
 def dispatch_waiting_jobs(session_factory: sessionmaker[Session], settings: Settings) -> int:
-    """Dispatch every job flagged as waiting (no active model version, or the broker was down).
+    """Dispatch the jobs whose queued scans were never handed to the broker.
 
-    Only flagged jobs are sent, so scans already in the broker are not enqueued twice.
-    Stops at the first send that fails (the broker is still down; the job stays flagged).
-    Returns how many jobs were dispatched.
+    That is every job flagged as waiting (no active model version, or the broker was
+    down), and any job with scans unsent for longer than SCAN_LEASE_S (the web process
+    died between committing them and sending them). Stops at the first send that fails
+    (the broker is still down; the job stays flagged). Returns how many jobs were dispatched.
     """
+    stale = utcnow() - timedelta(seconds=settings.scan_lease_s)
     with session_factory() as session:
         if active_version(session) is None:
             return 0  # they would only be told again that no model is active
+        unsent = (select(Scan.job_id).where(Scan.status == "queued", Scan.dispatched_at.is_(None),
+                                            Scan.lease_until.is_(None), Scan.created < stale))
         waiting = list(session.execute(
-            select(Job.id).where(Job.status != "done", Job.status_detail != "").order_by(Job.id)).scalars())
+            select(Job.id).where(Job.status != "done",
+                                 or_(Job.status_detail != "", Job.id.in_(unsent.distinct())))
+            .order_by(Job.id)).scalars())
     dispatched = 0
     for job_id in waiting:
         try:
@@ -166,9 +206,19 @@ def dispatch_waiting_jobs(session_factory: sessionmaker[Session], settings: Sett
     return dispatched
 
 
-def enqueue_training(run_id: int, settings: Settings | None = None) -> None:
-    """Queue tasks.train_model for a committed TrainingRun on the 'training' queue."""
+def enqueue_training(run_id: int, settings: Settings | None = None,
+                     session_factory: sessionmaker[Session] | None = None) -> None:
+    """Queue tasks.train_model for a committed TrainingRun on the 'training' queue.
+
+    With a session factory the run is marked as sent; a run never marked is sent by the
+    sweeper once it has waited TRAINING_LEASE_S (the sender died before sending).
+    """
     from celery import current_app
 
     app = celery_for(settings) if settings is not None else current_app
     app.send_task("tasks.train_model", args=[run_id], queue="training")
+    if session_factory is not None:
+        with session_factory() as session:
+            session.execute(update(TrainingRun).where(TrainingRun.id == run_id)
+                            .values(dispatched_at=utcnow()).execution_options(synchronize_session=False))
+            session.commit()

@@ -1,13 +1,15 @@
 """Maintenance tasks on the 'default' queue."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from celery import shared_task
 
 from tasks import runtime
-from tasks.dispatch import dispatch_waiting_jobs
+from tasks.sweeper import sweep as sweep_once
 
 
-@shared_task(name="tasks.dispatch_waiting_jobs")
-def dispatch_waiting() -> int:
-    """Celery task (beat, every minute): send jobs waiting for a model version or for the broker."""
-    return dispatch_waiting_jobs(runtime.session_factory(), runtime.settings())
+@shared_task(name="tasks.sweep")
+def sweep() -> dict[str, int]:
+    """Celery task (beat, every SCAN_LEASE_S / 2): re-send stranded scans and training runs."""
+    return asdict(sweep_once(runtime.session_factory(), runtime.settings()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from db.base import utcnow
 from db.models import ModelVersion, TrainingRun
 from tasks import runtime
 from tasks.dispatch import dispatch_waiting_jobs
+from tasks.leases import LeaseKeeper, lease_expiry, renew_run_lease
 from tasks.versions import activate_version, active_version, ensemble_accuracy, register_bundle
 
 logger = logging.getLogger(__name__)
@@ -106,19 +107,45 @@ def gate(candidate: ModelVersion, active: ModelVersion | None) -> tuple[bool, st
 
 
 def run_training(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
-    """Train, register, gate and maybe activate for one TrainingRun; return the new version id."""
-    from training.recipe import train_bundle
+    """Train, register, gate and maybe activate for one TrainingRun; return the new version id.
 
+    The run is leased to this worker (renewed every TRAINING_LEASE_S / 4 s): if the worker
+    dies, the sweeper marks the run failed once the lease runs out.
+    """
     with session_factory() as session:
-        run = session.get(TrainingRun, run_id)
+        run = session.execute(select(TrainingRun).where(TrainingRun.id == run_id).with_for_update()
+                              ).scalar_one_or_none()
         if run is None:
             raise LookupError(f"training run {run_id} does not exist")
         if run.status in ("succeeded", "failed"):
             logger.info("training run %s already %s; nothing to do", run_id, run.status)
             return run.model_version_id
-        # A run found 'running' was interrupted (its worker died); it starts again.
+        lease = run.lease_until
+        if run.status == "running" and lease is not None and _aware(lease) >= utcnow():
+            # A duplicate delivery while a live worker trains it (its lease is renewed).
+            logger.info("training run %s is being trained by another worker; nothing to do", run_id)
+            return None
+        # A run found 'running' with its lease run out was interrupted (its worker died and
+        # the broker delivered it again before the sweeper failed it): it starts again.
         run.status, run.started, run.error, run.stage, run.progress = "running", utcnow(), "", "start", 0.0
+        run.lease_until = lease_expiry(settings.training_lease_s)
         session.commit()
+    keeper = LeaseKeeper(session_factory, settings.training_lease_s,
+                         lambda session: renew_run_lease(session, run_id, settings.training_lease_s),
+                         f"training run {run_id}")
+    with keeper:
+        return _train_and_register(session_factory, settings, run_id)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _train_and_register(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
+    """The body of a run once leased: train the bundle, register it, gate, maybe activate."""
+    from training.recipe import train_bundle
+
     progress = ProgressWriter(session_factory, run_id)
     try:
         with session_factory() as session:
@@ -136,6 +163,7 @@ def run_training(session_factory: sessionmaker[Session], settings: Settings, run
                 activate_version(session, version)
             run = session.get(TrainingRun, run_id)
             run.status, run.stage, run.progress, run.finished = "succeeded", "done", 1.0, utcnow()
+            run.lease_until = None
             progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [gate] {reason}")
             run.log = "\n".join(((run.log.splitlines() if run.log else []) + progress.pending)[-_LOG_LINES:])
             progress.pending = []
@@ -144,7 +172,8 @@ def run_training(session_factory: sessionmaker[Session], settings: Settings, run
         logger.info("training run %s → model version %s (%s)", run_id, version_id, reason)
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
-        progress.write(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utcnow())
+        progress.write(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utcnow(),
+                       lease_until=None)
         return None
     if promote:
         dispatch_waiting_jobs(session_factory, settings)
@@ -152,25 +181,25 @@ def run_training(session_factory: sessionmaker[Session], settings: Settings, run
 
 
 def create_scheduled_run(session_factory: sessionmaker[Session], settings: Settings) -> int | None:
-    """Create a TrainingRun(trigger='schedule') unless one is queued/running or there is no data."""
+    """Create a TrainingRun(trigger='schedule') unless one is queued/running or there is no data.
+
+    A running run whose worker died (lease run out) is failed first, so it cannot block
+    scheduled retraining for ever.
+    """
+    from tasks.sweeper import fail_dead_training_runs
+
     if settings.training_data_dir is None or not Path(settings.training_data_dir).exists():
         logger.info("scheduled retraining skipped: TRAINING_DATA_DIR is not set or missing")
         return None
+    fail_dead_training_runs(session_factory, settings)
     with session_factory() as session:
-        busy = session.execute(select(TrainingRun).where(
-            TrainingRun.status.in_(("queued", "running")))).scalars().all()
-        stale_before = utcnow() - timedelta(seconds=settings.task_visibility_timeout_s)
-        for run in busy:
-            started = run.started or run.created
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=timezone.utc)
-            if started < stale_before:
-                run.status, run.error, run.finished = "failed", "interrupted: no progress for too long", utcnow()
-        if any(run.status in ("queued", "running") for run in busy):
-            session.commit()
-            logger.info("scheduled retraining skipped: a training run is already queued or running")
+        busy = session.execute(select(TrainingRun.id).where(
+            TrainingRun.status.in_(("queued", "running"))).limit(1)).scalar()
+        if busy is not None:
+            logger.info("scheduled retraining skipped: training run %s is already queued or running", busy)
             return None
-        run = TrainingRun(trigger="schedule", status="queued")
+        # Marked as sent: this task trains it itself, right away.
+        run = TrainingRun(trigger="schedule", status="queued", dispatched_at=utcnow())
         session.add(run)
         session.commit()
         return run.id

@@ -6,7 +6,6 @@ process memory, so any number of web processes report the same figures.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterator
 
 from flask import Blueprint, Response, jsonify
@@ -18,41 +17,13 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
+from tasks.broker import queue_depths
 from web.auth import require_role
 from web.state import app_state
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("monitoring", __name__)
-QUEUES = ("inference", "training", "default")
-# kombu's Redis transport keeps priority levels 3/6/9 in sibling lists named queue\x06\x16<n>.
-PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BROKER_TIMEOUT_S = 1.0
-
-
-def queue_depths(settings: Settings) -> dict[str, int]:
-    """Messages waiting per queue in the broker (Redis lists, or filesystem transport files)."""
-    url = settings.celery_broker_url
-    if url.startswith(("redis://", "rediss://")):
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=BROKER_TIMEOUT_S,
-                                      socket_connect_timeout=BROKER_TIMEOUT_S)
-        try:
-            pipe = client.pipeline()
-            for queue in QUEUES:
-                for suffix in PRIORITY_SUFFIXES:
-                    pipe.llen(queue + suffix)
-            counts = pipe.execute()
-        finally:
-            client.close()
-        per = len(PRIORITY_SUFFIXES)
-        return {q: int(sum(counts[i * per:(i + 1) * per])) for i, q in enumerate(QUEUES)}
-    if url.startswith("filesystem://"):
-        folder = Path(settings.data_dir) / "broker" / "queue"
-        names = [p.name for p in folder.glob("*.msg")] if folder.is_dir() else []
-        return {q: sum(1 for n in names if n.endswith(f".{q}.msg")) for q in QUEUES}
-    raise RuntimeError(f"queue depth is not available for broker {url.split(':', 1)[0]}")
 
 
 def broker_status(settings: Settings) -> str:

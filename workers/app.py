@@ -10,18 +10,17 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from config.settings import Settings, SettingsError
+from tasks.broker import QUEUES
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "mri"
-QUEUES = ("inference", "training", "default")
 TASK_MODULES = ("tasks.classify", "tasks.train", "tasks.maintenance")
-SWEEP_EVERY_S = 60.0
 ROUTES = {
     "tasks.classify_batch": {"queue": "inference"},
     "tasks.train_model": {"queue": "training"},
     "tasks.scheduled_retrain": {"queue": "training"},
-    "tasks.dispatch_waiting_jobs": {"queue": "default"},
+    "tasks.sweep": {"queue": "default"},
 }
 
 
@@ -41,14 +40,17 @@ def parse_crontab(spec: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The periodic tasks: the waiting-jobs sweeper, and retraining on 'training' unless RETRAIN_SCHEDULE is empty."""
+    """The periodic tasks: the sweeper, and retraining on 'training' unless RETRAIN_SCHEDULE is empty."""
+    from tasks.leases import sweep_interval_s
+
+    every = sweep_interval_s(settings.scan_lease_s)
     schedule: dict[str, dict[str, Any]] = {
-        # Re-sends jobs whose scans never reached the broker (it was down when they were
-        # uploaded) and jobs waiting for a model version; flagged jobs only, so no duplicates.
-        "dispatch-waiting-jobs": {
-            "task": "tasks.dispatch_waiting_jobs",
-            "schedule": SWEEP_EVERY_S,
-            "options": {"queue": "default", "expires": SWEEP_EVERY_S},
+        # Re-sends scans whose worker died, scans that never reached the broker or were
+        # lost from it, and stranded training runs (tasks/sweeper.py).
+        "sweep": {
+            "task": "tasks.sweep",
+            "schedule": every,
+            "options": {"queue": "default", "expires": every},
         },
     }
     spec = settings.retrain_schedule.strip()
@@ -105,7 +107,10 @@ def create_celery(settings: Settings) -> Celery:
         enable_utc=True,
         beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
-        worker_send_task_events=False,
+        # Task events (and sent events) let Flower and `celery -A workers events` show each
+        # task, its arguments (scan and job ids only) and its state, not only the workers.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     # Lets tasks and dispatch code find the settings this app was built from.
     app.conf.mri_settings = settings

@@ -32,7 +32,9 @@ def test_reliability_settings_queues_and_routes(tmp_path):
     assert conf.task_routes["tasks.classify_batch"]["queue"] == "inference"
     assert conf.task_routes["tasks.train_model"]["queue"] == "training"
     assert app.amqp.router.route({}, "tasks.scheduled_retrain")["queue"].name == "training"
-    assert app.amqp.router.route({}, "tasks.dispatch_waiting_jobs")["queue"].name == "default"
+    assert app.amqp.router.route({}, "tasks.sweep")["queue"].name == "default"
+    # Flower and `celery events` see every task, not only the workers.
+    assert conf.worker_send_task_events and conf.task_send_sent_event
 
 
 def test_beat_schedule_from_crontab_string(tmp_path):
@@ -41,16 +43,17 @@ def test_beat_schedule_from_crontab_string(tmp_path):
     assert entry["task"] == "tasks.scheduled_retrain" and entry["options"]["queue"] == "training"
     assert entry["schedule"] == crontab(minute="30", hour="2", day_of_week="1")
     without = beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE=""))
-    assert set(without) == {"dispatch-waiting-jobs"}
-    assert set(create_celery(_settings(tmp_path, RETRAIN_SCHEDULE="")).conf.beat_schedule) == {
-        "dispatch-waiting-jobs"}
+    assert set(without) == {"sweep"}
+    assert set(create_celery(_settings(tmp_path, RETRAIN_SCHEDULE="")).conf.beat_schedule) == {"sweep"}
 
 
-def test_beat_sweeps_waiting_jobs_every_minute(tmp_path):
-    """Jobs whose send failed (broker down) or that waited for a model are re-sent by beat."""
-    entry = beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE="30 2 * * 1"))["dispatch-waiting-jobs"]
-    assert entry["task"] == "tasks.dispatch_waiting_jobs" and entry["options"]["queue"] == "default"
-    assert 0 < entry["schedule"] <= 120
+def test_beat_sweeps_every_half_lease(tmp_path):
+    """Stranded scans and runs are re-sent by beat's sweeper, twice per SCAN_LEASE_S (5-60 s)."""
+    entry = beat_schedule(_settings(tmp_path, RETRAIN_SCHEDULE="30 2 * * 1"))["sweep"]
+    assert entry["task"] == "tasks.sweep" and entry["options"]["queue"] == "default"
+    assert entry["schedule"] == 30
+    assert beat_schedule(_settings(tmp_path, SCAN_LEASE_S="10"))["sweep"]["schedule"] == 5
+    assert beat_schedule(_settings(tmp_path, SCAN_LEASE_S="600"))["sweep"]["schedule"] == 60
 
 
 @pytest.mark.parametrize("spec", ["every sunday", "0 3 * *", "61 3 * * *"])

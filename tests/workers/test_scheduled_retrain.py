@@ -18,15 +18,20 @@ def test_skipped_without_training_data(factory, settings):
         assert session.scalar(select(func.count(TrainingRun.id))) == 0
 
 
-def test_one_run_at_a_time_and_stale_runs_are_failed(factory, settings, tmp_path):
+def test_one_run_at_a_time_and_runs_whose_worker_died_are_failed(factory, settings, tmp_path):
     conf = settings.replace(training_data_dir=tmp_path)
     run_id = create_scheduled_run(factory, conf)
     with factory() as session:
         run = session.get(TrainingRun, run_id)
-        assert run.trigger == "schedule" and run.status == "queued"
+        assert run.trigger == "schedule" and run.status == "queued" and run.dispatched_at is not None
     assert create_scheduled_run(factory, conf) is None
-    with factory() as session:
-        session.get(TrainingRun, run_id).created = utcnow() - timedelta(days=2)
+    with factory() as session:  # a worker took it and renews its lease: still busy
+        run = session.get(TrainingRun, run_id)
+        run.status, run.started, run.lease_until = "running", utcnow(), utcnow() + timedelta(minutes=1)
+        session.commit()
+    assert create_scheduled_run(factory, conf) is None
+    with factory() as session:  # the worker died: nothing renewed the lease
+        session.get(TrainingRun, run_id).lease_until = utcnow() - timedelta(seconds=1)
         session.commit()
     second = create_scheduled_run(factory, conf)
     assert second is not None and second != run_id
