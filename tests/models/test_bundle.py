@@ -107,3 +107,62 @@ def test_a_keras_file_that_is_not_a_model_is_a_bundle_error(bundle_copy):
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="custom_cnn.keras could not be loaded"):
         load_bundle(bundle_copy)
+
+
+class _Tripwire:
+    """Unpickling this creates a marker file: proof that a pickle was deserialised."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _plant_tripwire(bundle: Path, filename: str, marker: Path, *, update_manifest: bool) -> None:
+    """Replace a joblib file with a pickle that touches `marker` when loaded."""
+    import hashlib
+    import io
+
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(_Tripwire(marker), buffer)
+    (bundle / filename).write_bytes(buffer.getvalue())
+    if update_manifest:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["files"][filename] = hashlib.sha256(buffer.getvalue()).hexdigest()
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_the_tripwire_fires_when_a_pickle_is_loaded(bundle_copy, tmp_path):
+    # The control for the two tests below: with the manifest agreeing, the pickle does run.
+    marker = tmp_path / "unpickled"
+    _plant_tripwire(bundle_copy, "svm.joblib", marker, update_manifest=True)
+    load_bundle(bundle_copy)
+    assert marker.exists()
+
+
+def test_a_tampered_joblib_is_never_unpickled(bundle_copy, tmp_path):
+    marker = tmp_path / "unpickled"
+    _plant_tripwire(bundle_copy, "svm.joblib", marker, update_manifest=False)
+    with pytest.raises(BundleError, match=r"svm\.joblib does not match its SHA-256"):
+        load_bundle(bundle_copy)
+    assert not marker.exists()
+
+
+def test_a_tampered_keras_file_stops_loading_before_anything_is_deserialised(bundle_copy, tmp_path):
+    # svm.joblib is listed correctly and would be unpickled before any network is loaded; one
+    # tampered .keras file must still stop the load before that first deserialisation.
+    marker = tmp_path / "unpickled"
+    _plant_tripwire(bundle_copy, "svm.joblib", marker, update_manifest=True)
+    _flip_a_byte(bundle_copy / "resnet50.keras")
+    with pytest.raises(BundleError, match=r"resnet50\.keras does not match its SHA-256"):
+        load_bundle(bundle_copy)
+    assert not marker.exists()
