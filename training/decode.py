@@ -11,6 +11,13 @@ decodes straight to 1/2, 1/4 or 1/8 size, keeping the shorter side
 >= target_size. Measured on 300 real 512x512 slices of the shared training
 folder, decode + resize to 128 px (one thread, shared 2-core CPU): 1.6 ms/image
 at full size vs 0.28 ms/image with IMREAD_REDUCED_COLOR_4, a 5.7-6.7x speedup.
+
+Pixel limit: a small file can declare a huge image (an 875 KB PNG of 30,000 x 30,000
+zeros decodes to 2.7 GB, 5.2 GB peak RSS), so every format's declared size is read
+from its header (JPEG SOF, PNG IHDR, BMP info header, TIFF first IFD, DICOM Rows x
+Columns x NumberOfFrames and each compressed frame's own header) and checked against
+max_pixels before any pixel is decoded. A deflated DICOM data set is inflated in
+bounded chunks first, since pydicom inflates it whole before reading any attribute.
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
-# SOF markers carrying frame dimensions (C4 = DHT, C8 = JPG extension, CC = DAC are not SOFs).
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# SOF markers carrying frame dimensions (C4 = DHT, C8 = JPG extension, CC = DAC are not SOFs;
+# F7 is JPEG-LS's SOF55, same layout, found in compressed DICOM frames).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 _REDUCED_FLAGS = (
     (8, cv2.IMREAD_REDUCED_COLOR_8),
     (4, cv2.IMREAD_REDUCED_COLOR_4),
@@ -45,6 +53,18 @@ _REDUCED_FLAGS = (
 )
 # Robust display window when a DICOM carries no WindowCenter/WindowWidth.
 _PERCENTILE_WINDOW = (0.5, 99.5)
+
+DEFAULT_MAX_IMAGE_PIXELS = 36_000_000
+"""Default pixel limit of decode_bytes, all frames together (the MAX_IMAGE_PIXELS setting's default)."""
+# A deflated DICOM data set may inflate to this many bytes per allowed pixel (three 16-bit
+# samples plus room for the other attributes) before pydicom is let to inflate it whole.
+_DEFLATED_BYTES_PER_PIXEL = 8
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+_INFLATE_IN, _INFLATE_OUT = 64 * 1024, 1024 * 1024
+# File meta elements whose explicit-VR length field is 4 bytes (after 2 reserved bytes).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+_J2K_SIZ = b"\xff\x4f\xff\x51"  # JPEG 2000 start of codestream + image and tile size marker
 
 
 class DecodeError(ValueError):
@@ -76,33 +96,67 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_bytes(data: bytes, filename: str = "", target_size: int | None = None) -> list[DecodedScan]:
-    """Decode one file's bytes into scans (one per DICOM frame); raise DecodeError if impossible."""
+def decode_bytes(data: bytes, filename: str = "", target_size: int | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> list[DecodedScan]:
+    """Decode one file's bytes into scans (one per DICOM frame); raise DecodeError if impossible.
+
+    An image declaring more than `max_pixels` pixels (all frames together; None: no limit)
+    is refused from its header, before any pixel is decoded. Nothing but DecodeError escapes.
+    """
     if not data:
         raise DecodeError("empty file")
-    kind = sniff_format(data)
-    if kind == "jpeg":
-        return [DecodedScan(_decode_jpeg(data, target_size))]
-    if kind == "png":
-        _check_png(data)
-        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "PNG"))]
-    if kind == "bmp":
-        _check_bmp(data)
-        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "BMP"))]
-    if kind == "tiff":
-        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "TIFF"))]
-    # DICOM without the 128-byte preamble + "DICM" is legal (old files); try it last.
-    return _decode_dicom(data, has_magic=(kind == "dicom"))
+    try:
+        return _decode(data, target_size, max_pixels)
+    except DecodeError:
+        raise
+    except MemoryError as exc:
+        raise DecodeError("not enough memory to decode this image") from exc
+    except Exception as exc:  # a decoder library failing in a way not foreseen below
+        logger.warning("unexpected %s while decoding %r", type(exc).__name__, filename, exc_info=True)
+        raise DecodeError(f"cannot decode this file ({_short(exc)})") from exc
 
 
-def decode_file(path: str | Path, target_size: int | None = None) -> list[DecodedScan]:
+def decode_file(path: str | Path, target_size: int | None = None,
+                max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> list[DecodedScan]:
     """Read a file and decode it with decode_bytes; unreadable files raise DecodeError."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DecodeError(f"cannot read file ({exc.strerror or exc})") from exc
-    return decode_bytes(data, filename=path.name, target_size=target_size)
+    return decode_bytes(data, filename=path.name, target_size=target_size, max_pixels=max_pixels)
+
+
+def check_pixel_limit(width: int, height: int, frames: int, max_pixels: int | None) -> None:
+    """Raise DecodeError when width x height x frames exceeds max_pixels (None: no limit)."""
+    total = width * height * frames
+    if max_pixels is None or total <= max_pixels:
+        return
+    size = f"{width} x {height}" + (f" x {frames} frames" if frames != 1 else "")
+    raise DecodeError(f"image too large: it declares {size} = {total:,} pixels, "
+                      f"over the limit of {max_pixels:,} pixels")
+
+
+def _decode(data: bytes, target_size: int | None, max_pixels: int | None) -> list[DecodedScan]:
+    """decode_bytes for non-empty data: check the declared size per format, then decode."""
+    kind = sniff_format(data)
+    if kind == "jpeg":
+        height, width = _check_jpeg(data)
+        check_pixel_limit(width, height, 1, max_pixels)
+        return [DecodedScan(_decode_jpeg(data, height, width, target_size))]
+    if kind == "png":
+        _check_png(data, max_pixels)
+        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "PNG"))]
+    if kind == "bmp":
+        check_pixel_limit(*_bmp_size(data), 1, max_pixels)
+        _check_bmp(data)
+        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "BMP"))]
+    if kind == "tiff":
+        # OpenCV decodes only the first page of a multi-page TIFF, so only its size counts.
+        check_pixel_limit(*_tiff_size(data), 1, max_pixels)
+        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "TIFF"))]
+    # DICOM without the 128-byte preamble + "DICM" is legal (old files); try it last.
+    return _decode_dicom(data, has_magic=(kind == "dicom"), max_pixels=max_pixels)
 
 
 def reduced_jpeg_factor(height: int, width: int, target_size: int | None) -> int:
@@ -117,9 +171,8 @@ def reduced_jpeg_factor(height: int, width: int, target_size: int | None) -> int
     return 1
 
 
-def _decode_jpeg(data: bytes, target_size: int | None) -> np.ndarray:
-    """Validate a JPEG's structure and decode it, reduced in size when that is allowed."""
-    height, width = _check_jpeg(data)
+def _decode_jpeg(data: bytes, height: int, width: int, target_size: int | None) -> np.ndarray:
+    """Decode a checked JPEG of the given size, reduced in size when that is allowed."""
     factor = reduced_jpeg_factor(height, width, target_size)
     flag = dict(_REDUCED_FLAGS).get(factor, cv2.IMREAD_COLOR)
     return _imdecode(data, flag, "JPEG")
@@ -127,6 +180,16 @@ def _decode_jpeg(data: bytes, target_size: int | None) -> np.ndarray:
 
 def _check_jpeg(data: bytes) -> tuple[int, int]:
     """Walk the JPEG header to its first scan; return (height, width) or raise on truncation."""
+    height, width, pos = _jpeg_header(data)
+    # Entropy-coded data stuffs every 0xFF as FF 00, so FF D9 after the first scan can
+    # only be the real end-of-image marker; trailing junk after it is tolerated.
+    if data.rfind(b"\xff\xd9") < pos:
+        raise DecodeError("truncated JPEG (no end-of-image marker)")
+    return height, width
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int]:
+    """(height, width, offset of the first scan's header) from a JPEG's markers; raise on damage."""
     pos, size = 2, len(data)
     height = width = None
     while True:
@@ -157,15 +220,11 @@ def _check_jpeg(data: bytes) -> tuple[int, int]:
         raise DecodeError("corrupt JPEG (no frame header)")
     if height == 0 or width == 0:
         raise DecodeError("zero-sized image")
-    # Entropy-coded data stuffs every 0xFF as FF 00, so FF D9 after the first scan can
-    # only be the real end-of-image marker; trailing junk after it is tolerated.
-    if data.rfind(b"\xff\xd9") < pos:
-        raise DecodeError("truncated JPEG (no end-of-image marker)")
-    return height, width
+    return height, width, pos
 
 
-def _check_png(data: bytes) -> None:
-    """Walk PNG chunks verifying lengths and CRCs up to IEND; raise on truncation/corruption."""
+def _check_png(data: bytes, max_pixels: int | None) -> None:
+    """Walk PNG chunks verifying the header's size, lengths and CRCs up to IEND; raise on damage."""
     pos, size, first = 8, len(data), True
     while True:
         if pos + 8 > size:
@@ -184,6 +243,7 @@ def _check_png(data: bytes) -> None:
             width, height = struct.unpack(">II", data[pos + 8:pos + 16])
             if width == 0 or height == 0:
                 raise DecodeError("zero-sized image")
+            check_pixel_limit(width, height, 1, max_pixels)
             first = False
         if ctype == b"IEND":
             return
@@ -197,12 +257,48 @@ def _check_bmp(data: bytes) -> None:
         raise DecodeError("truncated BMP")
 
 
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a BMP's info header (sniff_format guarantees 26 bytes)."""
+    (header_size,) = struct.unpack_from("<I", data, 14)
+    if header_size == 12:  # OS/2 core header: unsigned 16-bit sizes
+        width, height = struct.unpack_from("<HH", data, 18)
+    else:  # a negative height means rows stored top-down
+        width, height = struct.unpack_from("<ii", data, 18)
+    if width < 0:
+        raise DecodeError("corrupt BMP (negative width)")
+    if width == 0 or height == 0:
+        raise DecodeError("zero-sized image")
+    return width, abs(height)
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a TIFF's first page, read from its first image file directory."""
+    order = "<" if data[:2] == b"II" else ">"
+    sizes: dict[int, int] = {}
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, n = struct.unpack_from(order + "HHI", data, entry)
+            if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and n == 1 and kind in (3, 4):  # SHORT or LONG
+                (sizes[tag],) = struct.unpack_from(order + ("H" if kind == 3 else "I"), data, entry + 8)
+    except struct.error:
+        raise DecodeError("truncated TIFF (ends inside the header)") from None
+    if _TIFF_WIDTH not in sizes or _TIFF_LENGTH not in sizes:
+        raise DecodeError("corrupt TIFF (no image size in its header)")
+    if sizes[_TIFF_WIDTH] == 0 or sizes[_TIFF_LENGTH] == 0:
+        raise DecodeError("zero-sized image")
+    return sizes[_TIFF_WIDTH], sizes[_TIFF_LENGTH]
+
+
 def _imdecode(data: bytes, flag: int, kind: str) -> np.ndarray:
     """Decode with OpenCV into an RGB uint8 array; None or an empty result raises DecodeError."""
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buf, flag)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE" in (exc.err or ""):  # OpenCV's own size limits
+            raise DecodeError(f"image too large for the {kind} decoder ({exc.err})") from exc
         raise DecodeError(f"corrupt {kind} ({exc.err or 'decoder error'})") from exc
     if bgr is None:
         raise DecodeError(f"corrupt {kind} (decoder could not read it)")
@@ -213,11 +309,12 @@ def _imdecode(data: bytes, flag: int, kind: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
+def _decode_dicom(data: bytes, has_magic: bool, max_pixels: int | None) -> list[DecodedScan]:
     """Decode a DICOM file into one display-ready RGB scan per frame."""
     import pydicom  # noqa: PLC0415 - heavy import, only paid when a DICOM shows up
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
+    _check_deflated_size(data, 132 if has_magic else 0, max_pixels)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_magic)
     except InvalidDicomError as exc:
@@ -233,9 +330,13 @@ def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
         raise DecodeError("not an image (unrecognised format)")
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DecodeError("DICOM file has no pixel data")
-    if int(ds.get("Rows", 0) or 0) == 0 or int(ds.get("Columns", 0) or 0) == 0:
+    rows, columns, frames = _dicom_int(ds, "Rows", 0), _dicom_int(ds, "Columns", 0), \
+        max(_dicom_int(ds, "NumberOfFrames", 1), 1)
+    if rows == 0 or columns == 0:
         raise DecodeError("zero-sized image")
+    check_pixel_limit(columns, rows, frames, max_pixels)
     _ensure_transfer_syntax(ds)
+    _check_compressed_frames(ds, rows, columns, frames)
     try:
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
@@ -246,8 +347,7 @@ def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
     except Exception as exc:  # short pixel data, bad attributes, ...
         raise DecodeError(f"corrupt DICOM ({_short(exc)})") from exc
 
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = _dicom_int(ds, "SamplesPerPixel", 1)
     if frames == 1:
         pixels = pixels[None]
     expected_ndim = 4 if samples > 1 else 3
@@ -265,6 +365,108 @@ def _decode_dicom(data: bytes, has_magic: bool) -> list[DecodedScan]:
             image = np.repeat(gray[:, :, None], 3, axis=2)
         scans.append(DecodedScan(image, index if frames > 1 else None, study, series))
     return scans
+
+
+def _dicom_int(ds, keyword: str, default: int) -> int:
+    """A non-negative integer attribute (Rows, NumberOfFrames, ...); a malformed one is a DecodeError."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DecodeError(f"corrupt DICOM ({keyword} is {str(value)[:40]!r})") from None
+    if number < 0:
+        raise DecodeError(f"corrupt DICOM ({keyword} is {number})")
+    return number
+
+
+def _check_deflated_size(data: bytes, start: int, max_pixels: int | None) -> None:
+    """Refuse a deflated data set that inflates past what max_pixels can need, inflating in chunks.
+
+    pydicom inflates a Deflated Explicit VR Little Endian data set in one call, so a 2 MB
+    file could become gigabytes before any attribute is read.
+    """
+    syntax, dataset_start = _file_meta_syntax(data, start)
+    if max_pixels is None or syntax != _DEFLATED_SYNTAX:
+        return
+    limit = max_pixels * _DEFLATED_BYTES_PER_PIXEL
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    view, total = memoryview(data), 0
+    try:
+        for offset in range(dataset_start, len(data), _INFLATE_IN):
+            pending: bytes | memoryview = view[offset:offset + _INFLATE_IN]
+            while pending and not inflater.eof:
+                total += len(inflater.decompress(pending, _INFLATE_OUT))
+                if total > limit:
+                    raise DecodeError(f"deflated DICOM data set inflates past {limit:,} bytes, more than "
+                                      f"an image within the limit of {max_pixels:,} pixels needs")
+                pending = inflater.unconsumed_tail
+            if inflater.eof:
+                return
+    except zlib.error as exc:
+        raise DecodeError(f"corrupt DICOM (deflated data set: {exc})") from None
+
+
+def _file_meta_syntax(data: bytes, pos: int) -> tuple[str | None, int]:
+    """(TransferSyntaxUID, end offset) of the file meta group (0002) starting at pos, if any."""
+    syntax = None
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        if data[pos + 4:pos + 6] in _LONG_VRS:
+            if pos + 12 > len(data):
+                break
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            value_at = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            value_at = pos + 8
+        if element == 0x0010:
+            syntax = data[value_at:value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = value_at + length
+    return syntax, pos
+
+
+def _check_compressed_frames(ds, rows: int, columns: int, frames: int) -> None:
+    """Refuse compressed frames whose own header declares another size than Rows x Columns.
+
+    The JPEG and JPEG 2000 decoders size their output from the codestream, not from
+    the DICOM header, so a small Rows x Columns could otherwise hide a huge frame.
+    """
+    from pydicom.encaps import generate_frames  # noqa: PLC0415
+
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_transfer_syntax or not syntax.is_encapsulated or "PixelData" not in ds:
+        return  # an unknown syntax is refused by pydicom with its name
+    try:
+        for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+            if index >= frames:
+                break
+            size = _codestream_size(frame)
+            if size is not None and size != (columns, rows):
+                raise DecodeError(f"corrupt DICOM (frame {index + 1} is {size[0]} x {size[1]} pixels, "
+                                  f"its header says {columns} x {rows})")
+    except DecodeError:
+        raise
+    except Exception as exc:  # pydicom's fragment parser on damaged data
+        raise DecodeError(f"corrupt DICOM ({_short(exc)})") from exc
+
+
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by a JPEG or JPEG 2000 codestream; None for other encodings."""
+    if frame.startswith(b"\xff\xd8"):
+        try:
+            height, width, _ = _jpeg_header(frame)
+        except DecodeError as exc:
+            raise DecodeError(f"corrupt DICOM (compressed frame: {exc})") from None
+        return width, height
+    at = frame.find(_J2K_SIZ, 0, 4096)  # a raw codestream, or one inside a JP2 wrapper
+    if at >= 0 and at + 24 <= len(frame):
+        x_size, y_size, x_origin, y_origin = struct.unpack_from(">IIII", frame, at + 8)
+        return x_size - x_origin, y_size - y_origin
+    return None
 
 
 def _ensure_transfer_syntax(ds) -> None:
@@ -342,9 +544,11 @@ def _frame_number(ds, index: int, group: str, keyword: str, default: float | Non
             return default
         value = value[0]  # several windows offered: the first is the primary one
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return default
+    # NaN or infinity would turn the whole frame into garbage: treat it as absent, like text.
+    return number if math.isfinite(number) else default
 
 
 def _uid(ds, keyword: str) -> str | None:
