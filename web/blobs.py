@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# scans.path is String(1024): 1000 leaves room for the '~N' added to a repeated path.
 MAX_PATH_CHARS = 1000
 
 
@@ -26,11 +27,21 @@ class UnsafePath(ValueError):
 
 def clean_upload_path(name: str) -> str:
     """A relative POSIX path from a client-given name: backslashes, drives, '..', '.' and '/' prefixes dropped."""
+    # Lone surrogates cannot be stored as UTF-8 (PostgreSQL would refuse the row): '?' instead.
+    name = name.encode("utf-8", "replace").decode("utf-8")
     name = _CONTROL.sub("", name.replace("\\", "/"))
     name = _DRIVE.sub("", name)
+    path = _join_parts(name)
+    if len(path) > MAX_PATH_CHARS:
+        # Keep the end (the file name) of an absurdly long path; the cut may leave a
+        # partial first part such as '', '.' or '..', which goes too.
+        path = _join_parts(path[-MAX_PATH_CHARS:])
+    return path
+
+
+def _join_parts(name: str) -> str:
     parts = [p.strip() for p in name.split("/")]
-    parts = [p for p in parts if p not in ("", ".", "..")]
-    return "/".join(parts)[-MAX_PATH_CHARS:]
+    return "/".join(p for p in parts if p not in ("", ".", ".."))
 
 
 def zip_member_path(name: str) -> str:

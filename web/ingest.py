@@ -1,13 +1,18 @@
 """Turn an upload (files with relative paths, or zips) into stored blobs and Job/Scan rows.
 
 Everything is staged under DATA_DIR/tmp first and checked as a whole; a request
-refused for any reason (no files, a zip that escapes its folder or expands past
-the limits) leaves no blob, no row and no staging folder behind.
+refused for any reason (no files, a zip that escapes its folder, holds links or
+other zips, or expands past the limits) leaves no blob, no row and no staging
+folder behind. Files are stored by content hash, so no client-given name ever
+becomes a file system path; names only become (length-capped) database text.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
 import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -35,6 +40,14 @@ MAX_ZIP_RATIO = 100
 RATIO_FLOOR_BYTES = 1024 * 1024
 ZIP_EXPANSION_FACTOR = 4
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# zipfile builds an object per central-directory entry before any of them can be checked,
+# so the entries are counted first: at most this many per MAX_ZIP_FILES (folders count too).
+ZIP_ENTRIES_PER_FILE = 2
+STUDY_CHARS = 255  # scans.study is String(255)
+_EOCD, _EOCD64_LOCATOR, _EOCD64, _CENTRAL_ENTRY = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06", b"PK\x01\x02"
+_EOCD_SIZE, _EOCD64_SIZE, _EOCD64_LOCATOR_SIZE, _CENTRAL_ENTRY_SIZE = 22, 56, 20, 46
+_DEFLATED_DICOM = "1.2.840.10008.1.2.1.99"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -103,6 +116,7 @@ class _ZipBudget:
 
 def expand_zip(stream: BinaryIO, prefix: str, stager: BlobStager, budget: _ZipBudget) -> list[IncomingFile]:
     """Check every member's name, type and size first, then stage the members."""
+    _check_entry_count(stream, ZIP_ENTRIES_PER_FILE * budget.max_files)
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -118,8 +132,57 @@ def expand_zip(stream: BinaryIO, prefix: str, stager: BlobStager, budget: _ZipBu
                 raise ApiError(400, "bad_zip", f"zip member {info.filename!r} is corrupt: {exc}") from None
             except RuntimeError as exc:  # zipfile says "File ... is encrypted"
                 raise ApiError(400, "bad_zip", f"zip member {info.filename!r}: {exc}") from None
-            incoming.append(IncomingFile(f"{prefix}/{rel}" if prefix else rel, blob))
+            # Both parts are clean; cleaning the join caps its length for scans.path.
+            incoming.append(IncomingFile(clean_upload_path(f"{prefix}/{rel}") if prefix else rel, blob))
     return incoming
+
+
+def _check_entry_count(stream: BinaryIO, max_entries: int) -> None:
+    """Refuse a zip whose central directory lists more than max_entries, reading only entry headers."""
+    located = _central_directory(stream)
+    if located is not None:
+        start, size = located
+        stream.seek(start)
+        entries = done = 0
+        while done + _CENTRAL_ENTRY_SIZE <= size:
+            header = stream.read(_CENTRAL_ENTRY_SIZE)
+            if len(header) < _CENTRAL_ENTRY_SIZE or not header.startswith(_CENTRAL_ENTRY):
+                break  # damaged: zipfile says how
+            entries += 1
+            if entries > max_entries:
+                raise ApiError(413, "zip_too_many_files",
+                               f"the zip lists more than {max_entries} entries (files and folders; "
+                               f"MAX_ZIP_FILES allows {max_entries // ZIP_ENTRIES_PER_FILE} files)")
+            name_len, extra_len, comment_len = struct.unpack_from("<HHH", header, 28)
+            skip = name_len + extra_len + comment_len
+            stream.seek(skip, os.SEEK_CUR)
+            done += _CENTRAL_ENTRY_SIZE + skip
+    stream.seek(0)
+
+
+def _central_directory(stream: BinaryIO) -> tuple[int, int] | None:
+    """(offset, size) of a zip's central directory from its end records (as zipfile finds it), or None."""
+    end = stream.seek(0, os.SEEK_END)
+    tail_start = max(0, end - _EOCD_SIZE - 0xFFFF)  # the record may be followed by a 64 KiB comment
+    stream.seek(tail_start)
+    tail = stream.read()
+    at = tail.rfind(_EOCD)
+    if at < 0 or at + _EOCD_SIZE > len(tail):
+        return None
+    record = tail_start + at
+    (size,) = struct.unpack_from("<I", tail, at + 12)
+    top = record
+    locator = at - _EOCD64_LOCATOR_SIZE
+    if locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR:
+        top = record - _EOCD64_LOCATOR_SIZE - _EOCD64_SIZE
+        stream.seek(top)
+        zip64 = stream.read(_EOCD64_SIZE)
+        if len(zip64) < _EOCD64_SIZE or not zip64.startswith(_EOCD64):
+            return None
+        (size,) = struct.unpack_from("<Q", zip64, 40)
+    if size > top:
+        return None
+    return top - size, size
 
 
 def _checked_members(archive: zipfile.ZipFile, budget: _ZipBudget) -> list[tuple[zipfile.ZipInfo, str]]:
@@ -135,6 +198,9 @@ def _checked_members(archive: zipfile.ZipFile, budget: _ZipBudget) -> list[tuple
             raise ApiError(400, "unsafe_zip", f"zip member {info.filename!r} is a symbolic link")
         if not rel or is_junk(rel):
             continue
+        if rel.lower().endswith(".zip"):
+            raise ApiError(400, "nested_zip", f"zip member {info.filename!r} is itself a zip; zips inside "
+                                              "a zip are not expanded: unzip it first or upload it on its own")
         if info.flag_bits & 0x1:
             raise ApiError(400, "bad_zip", f"zip member {info.filename!r} is encrypted")
         budget.files += 1
@@ -153,8 +219,12 @@ def _checked_members(archive: zipfile.ZipFile, budget: _ZipBudget) -> list[tuple
     return members
 
 
-def probe_dicom(path: Path, name: str) -> tuple[int, str]:
-    """(frame count, StudyInstanceUID) from a DICOM header; (1, '') for anything that is not DICOM."""
+def probe_dicom(path: Path, name: str, max_pixels: int | None = None) -> tuple[int, str]:
+    """(frame count, StudyInstanceUID) from a DICOM header; (1, '') for anything that is not DICOM.
+
+    A file declaring more than max_pixels pixels over all its frames counts as one
+    frame: it becomes one scan that the worker fails with the reason, not one per frame.
+    """
     with open(path, "rb") as fh:
         head = fh.read(132)
     looks_dicom = head[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
@@ -163,28 +233,43 @@ def probe_dicom(path: Path, name: str) -> tuple[int, str]:
     import pydicom  # only needed for DICOM uploads
 
     try:
+        if _deflated(path, head):
+            return 1, ""  # pydicom would inflate it whole here; the worker inflates it bounded
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                             specific_tags=["NumberOfFrames", "StudyInstanceUID"])
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        study = str(ds.get("StudyInstanceUID", "") or "").strip()
+                             specific_tags=["NumberOfFrames", "StudyInstanceUID", "Rows", "Columns"])
+        frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+        study = _CONTROL.sub("", str(ds.get("StudyInstanceUID", "") or "")).strip()
+        pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * frames
     except Exception as exc:  # a broken header is the worker's to report, as a failed scan
         logger.debug("DICOM header probe failed for %s: %s", name, exc)
         return 1, ""
-    return max(frames, 1), study[:255]
+    if max_pixels is not None and pixels > max_pixels:
+        frames = 1
+    return frames, study.encode("utf-8", "replace").decode("utf-8")[:STUDY_CHARS]
 
 
-def plan_scans(incoming: Iterable[IncomingFile], max_scans: int) -> list[ScanSpec]:
+def _deflated(path: Path, head: bytes) -> bool:
+    """True when a DICOM file's data set is deflated (or its file meta cannot be read before it)."""
+    from pydicom.filereader import read_file_meta_info
+
+    if head[128:132] != b"DICM":
+        return head[:2] == b"\x02\x00"  # file meta without a preamble: not worth the risk
+    return str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == _DEFLATED_DICOM
+
+
+def plan_scans(incoming: Iterable[IncomingFile], max_scans: int,
+               max_pixels: int | None = None) -> list[ScanSpec]:
     """One ScanSpec per file, or per frame of a multi-frame DICOM, with its study key."""
     specs: list[ScanSpec] = []
     probed: dict[str, tuple[int, str]] = {}
     for item in incoming:
         if item.blob.sha256 not in probed:
-            probed[item.blob.sha256] = probe_dicom(item.blob.path, item.path)
+            probed[item.blob.sha256] = probe_dicom(item.blob.path, item.path, max_pixels)
         frames, study_uid = probed[item.blob.sha256]
         if len(specs) + frames > max_scans:
             raise ApiError(413, "too_many_scans",
                            f"this request would create more than {max_scans} scans (MAX_ZIP_FILES)")
-        study = study_uid or top_folder(item.path)
+        study = (study_uid or top_folder(item.path))[:STUDY_CHARS]
         specs.extend(ScanSpec(item.path, item.blob.sha256, frame, study) for frame in range(frames))
     return specs
 

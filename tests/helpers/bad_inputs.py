@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -142,6 +143,14 @@ def dicom_bytes(pixels: np.ndarray | None = None, *, photometric: str = "MONOCHR
                 rows: int | None = None, columns: int | None = None, study: str = "1.2.826.0.1.9.1",
                 **attrs: object) -> bytes:
     """A DICOM file (with preamble) built with pydicom; rows/columns override what the pixels say."""
+    with warnings.catch_warnings():  # pydicom warns about the deliberately invalid values
+        warnings.simplefilter("ignore")
+        return _dicom_bytes(pixels, photometric, frames, syntax, encapsulated, rows, columns, study, attrs)
+
+
+def _dicom_bytes(pixels: np.ndarray | None, photometric: str, frames: int, syntax: str,
+                 encapsulated: list[bytes] | None, rows: int | None, columns: int | None, study: str,
+                 attrs: dict[str, object]) -> bytes:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, generate_uid
 
@@ -339,6 +348,7 @@ def corpus() -> list[BadInput]:
         _one("dicom-monochrome1", "good/mono1.dcm", dicom_bytes(ramp16(32), photometric="MONOCHROME1")),
         _one("dicom-multi-frame", "good/multi.dcm", dicom_bytes(ramp16(24, frames=3), frames=3)),
         _one("tiff", "good/scan.tif", tiff_bytes(13)),
+        _one("dicom-study-uid-with-nul", "good/nul-study.dcm", dicom_bytes(ramp16(16), study="1.2.3\x00\x01.4")),
         # --- names: stored capped and clean, never a database error
         _one("name-1000-chars", "n" * 1500 + ".png", png_bytes(14)),
         _one("folder-600-chars", "f" * 600 + "/scan.png", png_bytes(15)),
@@ -373,10 +383,9 @@ def corpus() -> list[BadInput]:
 # --------------------------------------------------------------------------- measuring
 
 
-MEASURE = """
+MEASURED = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from training.decode import DecodeError, decode_bytes
 
 
 def peak_mb():
@@ -391,22 +400,32 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-outcomes = []
+{code}
+print(json.dumps({{"result": result, "peak_mb": peak_mb()}}))
+"""
+
+DECODE = """
+from training.decode import DecodeError, decode_bytes
+result = []
 for path in sys.argv[1:]:
     data = open(path, "rb").read()
     try:
-        outcomes.append("decoded %d" % len(decode_bytes(data, path, target_size={target_size!r})))
+        result.append("decoded %d" % len(decode_bytes(data, path, target_size=128)))
     except DecodeError as exc:
-        outcomes.append("DecodeError: %s" % exc)
+        result.append("DecodeError: %s" % exc)
     del data
-print(json.dumps({{"outcomes": outcomes, "peak_mb": peak_mb()}}))
 """
 
 
-def decode_in_subprocess(paths: list[Path], target_size: int | None = None, timeout: float = 120.0) -> dict:
-    """Decode files in a fresh Python process; return {'outcomes': [...], 'peak_mb': peak RSS}."""
-    script = MEASURE.format(root=str(REPO_ROOT), target_size=target_size)
-    done = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True,
+def python_in_subprocess(code: str, *args: object, timeout: float = 120.0) -> dict:
+    """Run `code` (which sets `result`) in a fresh Python; return {'result': ..., 'peak_mb': peak RSS}."""
+    script = MEASURED.format(root=str(REPO_ROOT), code=code)
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def decode_in_subprocess(paths: list[Path]) -> dict:
+    """decode_bytes(target_size=128) each file in a fresh process: {'result': outcomes, 'peak_mb': ...}."""
+    return python_in_subprocess(DECODE, *paths)
