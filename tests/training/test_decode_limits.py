@@ -120,5 +120,5 @@ def test_bombs_decode_in_bounded_memory(tmp_path: Path) -> None:
         paths.append(tmp_path / name)
         paths[-1].write_bytes(data)
     measured = decode_in_subprocess(paths)
-    assert [o.split(":")[0] for o in measured["outcomes"]] == ["DecodeError"] * 3, measured
+    assert [o.split(":")[0] for o in measured["result"]] == ["DecodeError"] * 3, measured
     assert measured["peak_mb"] < 300, measured
