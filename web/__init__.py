@@ -37,7 +37,7 @@ def _configure_logging(level: str) -> None:
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app from the environment plus `overrides` (Settings field names)."""
     from config.settings import load_settings
-    from web import auth, cli, errors, monitoring, pages, state
+    from web import access, auth, cli, errors, monitoring, pages, security, state
     from web.api import load_routes
 
     settings = load_settings(overrides=overrides)
@@ -53,20 +53,20 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         # a folder upload sends a file part and a path part per file
         MAX_FORM_PARTS=2 * settings.max_zip_files + 16,
         UPLOAD_TMP_DIR=str(tmp_dir),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
         TESTING=settings.env == "test",
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    _log_requests(app)
     state.init_app(app, settings)
     errors.register(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(load_routes())
     app.register_blueprint(monitoring.bp)
+    security.init_app(app, settings)  # after the blueprints: it wraps the login view in its rate limit
+    access.init_app(app)
     cli.register(app)
-    _log_requests(app)
     logger.debug("web app created (env=%s, data_dir=%s)", settings.env, settings.data_dir)
     return app
 

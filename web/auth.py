@@ -1,47 +1,28 @@
-"""Who is calling: bearer tokens (stored as SHA-256) for the API, a session login for the browser, roles."""
+"""Who is calling: bearer tokens for the API, a session login for the browser, roles.
+
+Access itself (who may call which route) is declared and enforced in web.access.
+"""
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import logging
-import secrets
-from datetime import timedelta
 from typing import Callable, TypeVar
 
-from flask import (Blueprint, Response, g, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from db.base import utcnow
-from db.models import ROLES, ApiToken, AuditEvent, User
-from web.errors import ApiError, wants_json
+from db.models import ROLES, ApiToken, User
 from web.state import db_session
+# Re-exported: tests, bench and the CLI issue tokens through web.auth.
+from web.tokens import check_token, issue_token, token_problem  # noqa: F401  (issue_token)
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable)
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
-TOKEN_PREFIX_LEN = 8
-# Writing last_used on every poll would turn reads into writes; once in a while is enough.
-LAST_USED_RESOLUTION = timedelta(minutes=5)
-CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_ROLE = "viewer"
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 hex digest of a bearer token (the only form stored)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def issue_token(session: Session, user: User) -> str:
-    """Create a new bearer token for a user and return it in clear (shown once)."""
-    token = secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:TOKEN_PREFIX_LEN]))
-    session.add(AuditEvent(user_id=user.id, action="token.create", target=f"user:{user.name}"))
-    return token
+LOGIN_FAILED = "Unknown name, wrong password, or an unknown, revoked or expired token."
 
 
 def get_or_create_user(session: Session, name: str, role: str | None = None) -> User:
@@ -68,38 +49,39 @@ def set_password(user: User, password: str) -> None:
 
 
 def user_for_token(session: Session, token: str) -> User | None:
-    """The user owning a valid (not revoked) token, or None."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token),
-                                                ApiToken.revoked.is_(False)))
-    if row is None:
-        return None
-    now = utcnow()
-    last = row.last_used
-    if last is not None and last.tzinfo is None:  # SQLite returns naive datetimes
-        last = last.replace(tzinfo=now.tzinfo)
-    if last is None or now - last > LAST_USED_RESOLUTION:
-        row.last_used = now
-        session.commit()
-    return row.user
+    """The user owning a working (known, not revoked, not expired) token, or None."""
+    return check_token(session, token).user
 
 
 def current_user() -> User | None:
-    """The caller: bearer token first, else the browser session; cached on g."""
+    """The caller (bearer token first, else the browser session), or None; cached on g.
+
+    Sets g.auth_via ("token", "session" or None) and, for a token that does not work,
+    g.auth_problem saying why (unknown, revoked, expired).
+    """
     if "user" in g:
         return g.user
-    user = None
-    g.auth_via = None
+    user, g.auth_via, g.auth_problem = None, None, None
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        user = user_for_token(db_session(), header[7:].strip())
-        if user is None:
-            raise ApiError(401, "unauthorized", "the bearer token is unknown or revoked")
-        g.auth_via = "token"
+        check = check_token(db_session(), header[7:].strip())
+        user, g.auth_problem = check.user, check.problem
+        g.auth_via = "token" if user is not None else None
     elif session.get("user_id") is not None:
-        user = db_session().get(User, session["user_id"])
+        user = _session_user()
         g.auth_via = "session" if user is not None else None
     g.user = user
     return user
+
+
+def _session_user() -> User | None:
+    # A browser session opened with an API token lasts only while that token works.
+    token_id = session.get("token_id")
+    if token_id is not None:
+        row = db_session().get(ApiToken, token_id)
+        if row is None or token_problem(row) is not None:
+            return None
+    return db_session().get(User, session["user_id"])
 
 
 def has_role(user: User | None, role: str) -> bool:
@@ -107,40 +89,18 @@ def has_role(user: User | None, role: str) -> bool:
     return user is not None and ROLE_RANK.get(user.role, -1) >= ROLE_RANK[role]
 
 
-def csrf_token() -> str:
-    """The session's CSRF token, created on first use (pages put it in forms and fetch headers)."""
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(24)
-    return session["csrf"]
-
-
-def _check_csrf() -> None:
-    # Bearer tokens are not sent automatically by browsers, so only cookie sessions need this.
-    if request.method in ("GET", "HEAD", "OPTIONS") or g.get("auth_via") != "session":
-        return
-    sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
-    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
-        raise ApiError(403, "csrf_failed", f"missing or wrong {CSRF_HEADER} for a browser-session request")
-
-
 def require_role(role: str) -> Callable[[F], F]:
-    """Decorator: 401 without credentials, 403 when the role is below `role`; pages redirect to login."""
+    """Mark a view with the role it expects; enforcement is web.access's, from its one table.
+
+    The app refuses to start when a mark disagrees with web.access.ROUTE_ROLES, so a mark can
+    document a view but never grant or deny anything on its own.
+    """
+    if role not in ROLE_RANK:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
 
     def decorator(view: F) -> F:
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            user = current_user()
-            if user is None:
-                if not wants_json():
-                    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-                raise ApiError(401, "unauthorized",
-                               "send Authorization: Bearer <token> (see `flask --app web create-token`)")
-            if not has_role(user, role):
-                raise ApiError(403, "forbidden", f"this needs the {role} role; you are {user.role}")
-            _check_csrf()
-            return view(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
+        view.declared_role = role  # type: ignore[attr-defined]
+        return view
 
     return decorator
 
@@ -152,38 +112,40 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.upload")
 
 
+def render_login(error: str = "", status: int = 200) -> tuple[str, int]:
+    """The login form with an optional error (the CSRF token comes from the template)."""
+    return render_template("login.html", error=error, next=request.values.get("next") or ""), status
+
+
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
-    """Log in with a name and password, or with an API token."""
-    error = ""
-    next_url = request.values.get("next")
-    if request.method == "POST":
-        if not hmac.compare_digest(request.form.get("csrf_token", ""), session.get("csrf", "")):
-            error = "The form expired; please try again."
-        else:
-            user = _authenticate(request.form.get("name", "").strip(), request.form.get("password", ""),
-                                 request.form.get("token", "").strip())
-            if user is None:
-                error = "Unknown name, wrong password or unknown token."
-            else:
-                session.clear()
-                session["user_id"] = user.id
-                session.permanent = True
-                logger.info("user %s logged in", user.name)
-                return redirect(_safe_next(next_url))
-    return render_template("login.html", error=error, next=next_url or "", csrf=csrf_token())
+def login() -> Response | tuple[str, int]:
+    """Log in with a name and password, or with an API token (CSRF and rate limit: web.security)."""
+    if request.method != "POST":
+        return render_login()
+    user, token_row = _authenticate(request.form.get("name", "").strip(), request.form.get("password", ""),
+                                    request.form.get("token", "").strip())
+    if user is None:
+        return render_login(LOGIN_FAILED)
+    session.clear()
+    session["user_id"] = user.id
+    if token_row is not None:
+        session["token_id"] = token_row.id
+    session.permanent = True
+    logger.info("user %s logged in (%s)", user.name, "token" if token_row is not None else "password")
+    return redirect(_safe_next(request.values.get("next")))
 
 
-def _authenticate(name: str, password: str, token: str) -> User | None:
+def _authenticate(name: str, password: str, token: str) -> tuple[User | None, ApiToken | None]:
     session_ = db_session()
     if token:
-        return user_for_token(session_, token)
+        check = check_token(session_, token)
+        return (check.user, check.row) if check.user is not None else (None, None)
     if not name or not password:
-        return None
+        return None, None
     user = session_.scalar(select(User).where(User.name == name))
     if user is None or not user.password_hash or not check_password_hash(user.password_hash, password):
-        return None
-    return user
+        return None, None
+    return user, None
 
 
 @bp.route("/logout", methods=["POST"])

@@ -1,4 +1,4 @@
-"""Flask CLI: `db upgrade`, `create-token`, `create-user`, `register-model`."""
+"""Flask CLI: `db upgrade`, `create-token`, `revoke-token`, `create-user`, `register-model`."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +10,9 @@ from flask.cli import AppGroup, with_appcontext
 
 from db.migrate import downgrade, upgrade
 from db.models import ROLES, AuditEvent
-from web.auth import get_or_create_user, issue_token, set_password
+from web.auth import get_or_create_user, set_password
+from web.serialize import iso
+from web.tokens import MAX_EXPIRY_DAYS, TokenNotFound, create_token as new_token_row, find_token, revoke
 from web.state import app_state, use_celery
 
 logger = logging.getLogger(__name__)
@@ -39,16 +41,40 @@ def db_downgrade(revision: str) -> None:
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default=None,
               help="Set the user's role (new users: viewer when omitted; existing users keep theirs).")
-def create_token(name: str, role: str | None) -> None:
+@click.option("--expires-in-days", type=click.IntRange(1, MAX_EXPIRY_DAYS), default=None,
+              help="The token stops working after this many days (default: never).")
+def create_token(name: str, role: str | None, expires_in_days: int | None) -> None:
     """Create user NAME if needed (with --role) and print a new API token as the last line."""
     state = app_state()
     with state.session_factory() as session:
         user = get_or_create_user(session, name, role)
-        token = issue_token(session, user)
+        row, token = new_token_row(session, user, expires_in_days=expires_in_days)
         session.commit()
-        role = user.role
-    click.echo(f"token for {name} ({role}); it is shown only once:", err=True)
+        role, token_id, expires = user.role, row.id, iso(row.expires)
+    until = f"expires {expires}" if expires else "never expires"
+    click.echo(f"token {token_id} for {name} ({role}), {until}; it is shown only once:", err=True)
     click.echo(token)
+
+
+@click.command("revoke-token")
+@with_appcontext
+@click.argument("ref", metavar="TOKEN_OR_PREFIX_OR_ID")
+def revoke_token(ref: str) -> None:
+    """Revoke an API token named by its value, its 8-character prefix or its id (audited).
+
+    `flask --app web revoke-token -- "$T"` passes a value that starts with '-' (tokens made
+    before tokens avoided a leading dash may).
+    """
+    state = app_state()
+    with state.session_factory() as session:
+        try:
+            row = find_token(session, ref)
+        except TokenNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        changed = revoke(session, row, via="cli")
+        session.commit()
+        what = f"token {row.id} (prefix {row.prefix}, user {row.user.name})"
+    click.echo(f"revoked {what}" if changed else f"{what} was already revoked")
 
 
 @click.command("create-user")
@@ -106,5 +132,5 @@ def register_model(bundle_dir: Path, activate: bool) -> None:
 def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
     app.cli.add_command(db_group)
-    for command in (create_token, create_user, register_model):
+    for command in (create_token, revoke_token, create_user, register_model):
         app.cli.add_command(command)

@@ -1,13 +1,19 @@
-"""JSON errors `{"error", "detail"}` for the API; HTML stays Flask's default for pages."""
+"""JSON errors `{"error", "detail"}` for the API; short plain pages for the browser; never a traceback."""
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, Response, jsonify, request
+from markupsafe import escape
+from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
 JSON_PREFIXES = ("/api/", "/metrics", "/healthz")
+# What SQLAlchemy raises when the database cannot be reached, drops the connection or the
+# pool is exhausted: a passing condition, answered 503 so clients retry.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+DATABASE_RETRY_AFTER_S = 10
 
 
 class ApiError(Exception):
@@ -36,6 +42,12 @@ def json_error(status: int, error: str, detail: str) -> Response:
     return response
 
 
+def plain_page(status: int, text: str) -> Response:
+    """A minimal HTML page for browsers (no template, so it renders even with the database down)."""
+    body = f"<!doctype html><title>{status}</title><p>{escape(text)}</p>\n"
+    return Response(body, status=status, mimetype="text/html")
+
+
 def wants_json() -> bool:
     """True for API paths and for clients that ask for JSON."""
     if request.path.startswith(JSON_PREFIXES):
@@ -49,7 +61,22 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        if not wants_json():
+            return plain_page(exc.status, exc.detail)
         return json_error(exc.status, exc.error, exc.detail)
+
+    def _database_down(exc: Exception):
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        logger.warning("database unavailable on %s %s: %s: %s", request.method, request.path,
+                       exc.__class__.__name__, first_line)
+        detail = "the database cannot be reached right now; try again shortly"
+        response = json_error(503, "database_unavailable", detail) if wants_json() else \
+            plain_page(503, f"Service unavailable: {detail}.")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+    for exc_class in DATABASE_DOWN:
+        app.register_error_handler(exc_class, _database_down)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

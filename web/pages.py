@@ -8,23 +8,23 @@ from sqlalchemy import select
 
 from db.models import Job, ModelVersion
 from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
-from web.auth import csrf_token, current_user, has_role, require_role
+from web.auth import current_user, has_role
 from web.errors import ApiError
-from web.queries import parse_filter, query_results
+from web.queries import FILTER_ARGS, PAGING_ARGS, parse_filter, query_results
 from web.serialize import job_json, model_version_json
 from web.state import app_state, db_session, get_or_404
+from web.validation import refuse_unknown
 
 bp = Blueprint("pages", __name__)
 
 
 @bp.app_context_processor
 def _page_globals() -> dict:
-    user = current_user() if request else None
-    return {"user": user, "csrf": csrf_token() if user else ""}
+    # The CSRF token comes from Flask-WTF's csrf_token() in the templates.
+    return {"user": current_user() if request else None}
 
 
 @bp.get("/")
-@require_role("viewer")
 def upload() -> str:
     """Upload form (files or a whole folder) and the latest jobs."""
     jobs = db_session().execute(select(Job).order_by(Job.id.desc()).limit(20)).scalars().all()
@@ -35,19 +35,18 @@ def upload() -> str:
 
 
 @bp.get("/jobs/<int:job_id>")
-@require_role("viewer")
 def job_page(job_id: int) -> str:
     """Status page: polls the job's JSON until done, then shows per-scan results."""
     return render_template("job.html", job=job_json(get_or_404(Job, job_id, "job")), model_names=MODEL_NAMES)
 
 
 @bp.get("/results")
-@require_role("viewer")
 def results_page() -> str:
     """Stored results with filters, pagination and a CSV link."""
     args = {k: v for k, v in request.args.items() if v != ""}
     error = ""
     try:
+        refuse_unknown(args, (*FILTER_ARGS, *PAGING_ARGS), "filter(s)")
         flt = parse_filter(args)
         page = query_results(db_session(), flt)
     except ApiError as exc:
@@ -62,7 +61,6 @@ def results_page() -> str:
 
 
 @bp.get("/models")
-@require_role("viewer")
 def models_page() -> str:
     """Model versions: status, backbone weights, validation metrics; reviewers can activate."""
     versions = db_session().execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()

@@ -15,6 +15,9 @@ from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
 from web.errors import ApiError
 from web.serialize import iso
 
+# The query parameters a results query reads (the API adds `format`).
+FILTER_ARGS = ("model", "label", "min_confidence", "study", "job", "since", "until")
+PAGING_ARGS = ("page", "per_page", "limit", "offset")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
 CSV_BATCH = 500

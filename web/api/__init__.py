@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from web.validation import refuse_unknown_query
+
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+# Runs after web.access.guard (app hooks first), so a caller without access gets 401/403, not 422.
+bp.before_request(refuse_unknown_query)
 
 
 def load_routes() -> Blueprint:

@@ -13,15 +13,18 @@ from db.models import AuditEvent, Job, Scan
 from tasks.dispatch import dispatch_job
 from tasks.jobs import refresh_job
 from web.api import bp
-from web.auth import current_user, require_role
+from web.auth import current_user
 from web.blobs import BlobStager
 from web.errors import ApiError
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
 from web.serialize import job_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
+from web.validation import accepts_query, no_body, refuse_unknown
 
 logger = logging.getLogger(__name__)
 TRUE_VALUES = ("1", "true", "yes", "on")
+# A browser form may carry its CSRF token as a field instead of a header.
+CSRF_FIELD = "csrf_token"
 
 
 def _require_multipart() -> None:
@@ -30,9 +33,12 @@ def _require_multipart() -> None:
                        "send multipart/form-data with one or more `files` parts (or one .zip)")
 
 
-def _stage_request() -> tuple[BlobStager, list, list]:
+def _stage_request(form_fields: tuple[str, ...]) -> tuple[BlobStager, list, list]:
     """Stage the request's files; raise 400 when there are none. The caller must discard the stager."""
     _require_multipart()
+    # e.g. `-F file=@x` or `-F path=a/b.png` would otherwise be ignored without a word
+    refuse_unknown(request.files.keys(), ("files",), "file part(s)")
+    refuse_unknown(request.form.keys(), (*form_fields, CSRF_FIELD), "form field(s)")
     settings = app_state().settings
     files = [f for f in request.files.getlist("files") if f.filename or f.content_length]
     if not files:
@@ -97,11 +103,11 @@ def _status_url(job_id: int) -> str:
 
 
 @bp.post("/jobs")
-@require_role("uploader")
+@accepts_query("open")
 def create_job_route() -> tuple[Response, int, dict[str, str]]:
     """Upload files (or a zip) as a new job: 202 {id, status_url}; `open=1` keeps it open for more."""
     keep_open = (request.args.get("open") or request.form.get("open") or "").lower() in TRUE_VALUES
-    stager, specs, (name, source) = _stage_request()
+    stager, specs, (name, source) = _stage_request(("paths", "open"))
     session = db_session()
     with _storing(session, stager):
         stager.commit()
@@ -127,12 +133,11 @@ def _open_job(job_id: int) -> Job:
 
 
 @bp.post("/jobs/<int:job_id>/files")
-@require_role("uploader")
 def add_files_route(job_id: int) -> tuple[Response, int]:
     """Add files to an open job (multi-request upload of a large folder)."""
     _open_job(job_id)
     db_session().rollback()  # release the row before the (possibly long) staging
-    stager, specs, _ = _stage_request()
+    stager, specs, _ = _stage_request(("paths",))
     session = db_session()
     with _storing(session, stager):
         job = _open_job(job_id)
@@ -147,9 +152,9 @@ def add_files_route(job_id: int) -> tuple[Response, int]:
 
 
 @bp.post("/jobs/<int:job_id>/close")
-@require_role("uploader")
 def close_job_route(job_id: int) -> Response:
     """Seal an open job: no more files; it becomes done when every scan is classified or failed."""
+    no_body()
     session = db_session()
     job = _open_job(job_id)
     job.sealed = True
@@ -160,14 +165,12 @@ def close_job_route(job_id: int) -> Response:
 
 
 @bp.get("/jobs/<int:job_id>")
-@require_role("viewer")
 def job_status(job_id: int) -> Response:
     """Status and counters of one job."""
     return jsonify(job_json(get_or_404(Job, job_id, "job")))
 
 
 @bp.get("/jobs/<int:job_id>/results")
-@require_role("viewer")
 def job_results(job_id: int) -> Response:
     """Every scan of a job with its five predictions and the ensemble."""
     job = get_or_404(Job, job_id, "job")

@@ -6,14 +6,14 @@ from typing import Iterator
 from flask import Response, jsonify, request
 
 from web.api import bp
-from web.auth import require_role
 from web.errors import ApiError
-from web.queries import iter_csv, parse_filter, query_results
+from web.queries import FILTER_ARGS, PAGING_ARGS, iter_csv, parse_filter, query_results
 from web.state import app_state, db_session
+from web.validation import accepts_query
 
 
 @bp.get("/results")
-@require_role("viewer")
+@accepts_query(*FILTER_ARGS, *PAGING_ARGS, "format")
 def results() -> Response:
     """Filters: label, model (default ensemble), min_confidence, study, job, since, until; format=json|csv."""
     flt = parse_filter(request.args)

@@ -1,7 +1,7 @@
 // Poll the job's JSON until it is done, then render the per-scan results table.
 (function () {
   const box = document.getElementById("job");
-  const names = window.MODEL_NAMES || [];
+  const names = JSON.parse(box.dataset.modelNames || "[]");
   const el = (id) => document.getElementById(id);
 
   function cell(text, cls) {

@@ -6,7 +6,7 @@
   const bar = document.getElementById("upload-progress");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const MAX_FILES_PER_REQUEST = 500;
-  const maxBytes = Math.floor((window.MAX_UPLOAD_BYTES || 512 * 1024 * 1024) * 0.9);
+  const maxBytes = Math.floor((Number(form.dataset.maxUploadBytes) || 512 * 1024 * 1024) * 0.9);
 
   function pickedFiles() {
     const items = [];
@@ -38,7 +38,7 @@
       data.append("paths", item.path);
     }
     const response = await fetch(url, {method: "POST", body: items ? data : null,
-                                       headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"});
+                                       headers: {"X-CSRFToken": csrf}, credentials: "same-origin"});
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(body.detail || response.statusText);
     return body;

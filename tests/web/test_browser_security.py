@@ -1,0 +1,73 @@
+"""Headless Chromium under the Content-Security-Policy: the models page's script activates a version
+(CSRF header), the logout form posts its CSRF field, and the browser reports no blocked content."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db.models import ModelVersion
+from test_browser import CHROMEDRIVER, CHROMIUM, live_server  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.browser
+SCREENSHOT = Path("/tmp/mri_web_models_page.png")
+
+
+@pytest.fixture()
+def browser():
+    """Headless Chromium that keeps the console log (CSP violations are reported there)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_models_page_activates_and_logout_works_under_the_csp(app, live_server, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from web.auth import get_or_create_user, set_password
+
+    with app.extensions["mri"].session_factory() as s:
+        set_password(get_or_create_user(s, "lead", "reviewer"), "a long password")
+        s.add(ModelVersion(digest="c" * 64, bundle_path="/nonexistent", manifest={"classes": ["glioma"]},
+                           backbone_weights="none", status="candidate"))
+        s.commit()
+    wait = WebDriverWait(browser, 20)
+    browser.get(live_server + "/models")
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+    browser.find_element(By.ID, "name").send_keys("lead")
+    browser.find_element(By.ID, "password").send_keys("a long password")
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "button.activate")))
+
+    browser.find_element(By.CSS_SELECTOR, "button.activate").click()  # static/models.js, X-CSRFToken
+    wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, "button.activate")))
+    assert "active" in browser.find_element(By.CSS_SELECTOR, "span.status").text
+    with app.extensions["mri"].session_factory() as s:
+        assert s.query(ModelVersion).one().status == "active"
+    browser.save_screenshot(str(SCREENSHOT))
+
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()  # the form's csrf_token field
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+    browser.get(live_server + "/models")
+    wait.until(ec.presence_of_element_located((By.ID, "login")))  # logged out: back to the login form
+
+    log = browser.get_log("browser")
+    blocked = [e["message"] for e in log
+               if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+    assert blocked == []
+    assert SCREENSHOT.stat().st_size > 10_000
