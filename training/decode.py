@@ -105,15 +105,17 @@ def decode_bytes(data: bytes, filename: str = "", target_size: int | None = None
     """
     if not data:
         raise DecodeError("empty file")
+    kind = sniff_format(data)
     try:
-        return _decode(data, target_size, max_pixels)
+        return _decode(data, kind, target_size, max_pixels)
     except DecodeError:
         raise
     except MemoryError as exc:
         raise DecodeError("not enough memory to decode this image") from exc
     except Exception as exc:  # a decoder library failing in a way not foreseen below
         logger.warning("unexpected %s while decoding %r", type(exc).__name__, filename, exc_info=True)
-        raise DecodeError(f"cannot decode this file ({_short(exc)})") from exc
+        # Files of no known image format only get this far when pydicom read them as DICOM.
+        raise DecodeError(f"corrupt {(kind or 'dicom').upper()} ({_short(exc)})") from exc
 
 
 def decode_file(path: str | Path, target_size: int | None = None,
@@ -137,9 +139,9 @@ def check_pixel_limit(width: int, height: int, frames: int, max_pixels: int | No
                       f"over the limit of {max_pixels:,} pixels")
 
 
-def _decode(data: bytes, target_size: int | None, max_pixels: int | None) -> list[DecodedScan]:
-    """decode_bytes for non-empty data: check the declared size per format, then decode."""
-    kind = sniff_format(data)
+def _decode(data: bytes, kind: str | None, target_size: int | None, max_pixels: int | None
+            ) -> list[DecodedScan]:
+    """decode_bytes for non-empty data of a sniffed kind: check the declared size, then decode."""
     if kind == "jpeg":
         height, width = _check_jpeg(data)
         check_pixel_limit(width, height, 1, max_pixels)

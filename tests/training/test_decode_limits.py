@@ -98,7 +98,7 @@ def test_opencv_own_limit_is_a_plain_decode_error() -> None:
 
 def test_palette_dicom_without_its_lookup_table_is_a_decode_error() -> None:
     """pydicom raises a bare ValueError here; only DecodeError may leave decode_bytes."""
-    with pytest.raises(DecodeError, match="Palette Color Lookup Table"):
+    with pytest.raises(DecodeError, match=r"corrupt DICOM \(No suitable Palette Color Lookup Table"):
         decode_bytes(dicom_bytes(np.zeros((8, 8), np.uint8), photometric="PALETTE COLOR"))
 
 
