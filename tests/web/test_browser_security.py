@@ -60,6 +60,10 @@ def test_models_page_activates_and_logout_works_under_the_csp(app, live_server, 
     with app.extensions["mri"].session_factory() as s:
         assert s.query(ModelVersion).one().status == "active"
     browser.save_screenshot(str(SCREENSHOT))
+    policy = browser.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/models').then(r => done(r.headers.get('content-security-policy')));")
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy  # the page ran under it
 
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()  # the form's csrf_token field
     wait.until(ec.presence_of_element_located((By.ID, "login")))

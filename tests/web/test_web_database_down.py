@@ -33,7 +33,7 @@ def down_app(tmp_path, broker):
     app.extensions["mri"].engine.dispose()
 
 
-def test_api_answers_503_json_when_the_database_cannot_be_reached(down_app):
+def test_api_and_healthz_answer_503_json_when_the_database_cannot_be_reached(down_app):
     client = down_app.test_client()
     headers = {"Authorization": "Bearer some-token"}
     for method, url in (("GET", "/api/v1/models"), ("GET", "/api/v1/jobs/1"), ("GET", "/api/v1/results"),
@@ -41,10 +41,7 @@ def test_api_answers_503_json_when_the_database_cannot_be_reached(down_app):
         assert_database_unavailable(client.open(url, method=method, headers=headers))
     upload = client.post("/api/v1/jobs", data=upload_data([("a.png", png_bytes())]), headers=headers)
     assert_database_unavailable(upload)
-
-
-def test_healthz_says_the_database_is_down(down_app):
-    response = down_app.test_client().get("/healthz")
+    response = client.get("/healthz")
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "error" and body["database"].startswith("unreachable")

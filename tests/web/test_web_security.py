@@ -41,21 +41,20 @@ def test_security_headers_on_every_response(client, url):
     assert headers["Referrer-Policy"] == "same-origin"
 
 
-@pytest.mark.parametrize("template", sorted(p.name for p in TEMPLATES.glob("*.html")))
-def test_templates_hold_no_inline_script_or_style(template):
+def test_templates_hold_no_inline_script_or_style():
     # The CSP allows only 'self': inline code would be blocked by the browser.
-    text = (TEMPLATES / template).read_text()
-    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), "inline <script>"
-    assert not re.search(r"\sstyle\s*=", text) and "<style" not in text, "inline style"
-    assert not re.search(r"\son[a-z]+\s*=", text), "inline event handler"
+    templates = sorted(TEMPLATES.glob("*.html"))
+    assert len(templates) >= 6
+    for template in templates:
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), f"inline <script> in {template.name}"
+        assert not re.search(r"\sstyle\s*=|<style", text), f"inline style in {template.name}"
+        assert not re.search(r"\son[a-z]+\s*=", text), f"inline event handler in {template.name}"
 
 
-def test_session_cookie_is_httponly_lax_and_not_secure_by_default(client):
+def test_session_cookie_is_httponly_lax_and_secure_only_when_configured(client, tmp_path, migrated_sqlite):
     cookie = client.get("/login").headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
-
-
-def test_session_cookie_is_secure_when_configured(tmp_path, migrated_sqlite, broker):
     app = _new_app(tmp_path, migrated_sqlite, "secure", session_cookie_secure=True)
     cookie = app.test_client().get("/login", base_url="https://localhost").headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -82,12 +81,6 @@ def test_session_writes_take_the_csrf_token_in_either_header(client, auth, heade
     accepted = client.post("/api/v1/jobs", data=upload_data([("a.png", png_bytes())]),
                            headers={header: token})
     assert accepted.status_code == 202
-
-
-def test_bearer_requests_need_no_csrf_token(client, auth):
-    response = client.post("/api/v1/jobs", data=upload_data([("a.png", png_bytes())]),
-                           headers=auth("uploader"))
-    assert response.status_code == 202
 
 
 def _attempt(client, accept: str = "text/html"):

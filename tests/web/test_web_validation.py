@@ -74,10 +74,11 @@ def test_unknown_query_parameters_are_refused(client, auth, url, names):
     unknown_fields(client.get(url, headers=auth("admin")), *names)
 
 
-def test_documented_query_parameters_still_work(client, auth):
+def test_documented_query_parameters_work_and_one_typo_among_them_is_refused(client, auth):
     url = ("/api/v1/results?label=glioma&model=ensemble&min_confidence=0.5&study=s&job=1"
            "&since=2020-01-01&until=2030-01-01&page=1&per_page=10")
     assert client.get(url, headers=auth("viewer")).status_code == 200
+    unknown_fields(client.get(url + "&studdy=s", headers=auth("viewer")), "studdy")
     assert client.get("/api/v1/results?limit=5&offset=0", headers=auth("viewer")).status_code == 200
     with client.get("/api/v1/results?format=csv", headers=auth("viewer")) as csv:
         assert csv.status_code == 200
