@@ -85,8 +85,10 @@ def _claim(session_factory: sessionmaker[Session], settings: Settings, scan_ids:
     cannot take the rest of its batch down with it."""
     limit, now = settings.max_scan_attempts, utcnow()
     with session_factory() as session:
+        # FOR NO KEY UPDATE (key_share): what an UPDATE of non-key columns takes; unlike FOR
+        # UPDATE it does not wait for transactions inserting predictions that reference the scan.
         scans = list(session.execute(select(Scan).where(Scan.id.in_(list(scan_ids))).order_by(Scan.id)
-                                     .with_for_update()).scalars())
+                                     .with_for_update(key_share=True)).scalars())
         claim = Claim([], {}, [], [])
         for scan in scans:
             until = _aware(scan.lease_until)
@@ -247,7 +249,8 @@ def _store(session_factory: sessionmaker[Session], model_version_id: int, ready:
         rows.extend(prediction_rows(scan_id, model_version_id, result, round(latency_ms, 2)))
     with session_factory() as session:
         scans = {s.id: s for s in session.execute(
-            select(Scan).where(Scan.id.in_([*ready, *failed])).with_for_update()).scalars()}
+            select(Scan).where(Scan.id.in_([*ready, *failed])).with_for_update(key_share=True)
+        ).scalars()}
         insert_predictions(session, rows)
         now = utcnow()
         for scan_id in ready:
@@ -285,7 +288,7 @@ def give_up_if_exhausted(session_factory: sessionmaker[Session], settings: Setti
     with session_factory() as session:
         scans = list(session.execute(
             select(Scan).where(Scan.id.in_(list(scan_ids)), Scan.status == "queued").order_by(Scan.id)
-            .with_for_update()).scalars())
+            .with_for_update(key_share=True)).scalars())
         if any(scan.attempts < limit for scan in scans):
             return None
         reason = failure_reason(exc, limit)

@@ -21,7 +21,7 @@ def refresh_job(session: Session, job_id: int) -> Job:
     # the other's committed scan updates and the counters cannot drift. populate_existing:
     # a Job already in this session is overwritten with the locked row, so a `sealed` set
     # by another request meanwhile is seen (the identity map would keep the stale value).
-    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update(key_share=True)
                           .execution_options(populate_existing=True)).scalar_one_or_none()
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")

@@ -84,7 +84,7 @@ def resend_dead_leases(session_factory: sessionmaker[Session], settings: Setting
         version = active_version(session)
         scans = list(session.execute(
             select(Scan).where(Scan.status == "queued", Scan.lease_until < now).order_by(Scan.id)
-            .limit(_BATCH_ROWS).with_for_update(skip_locked=True)).scalars())
+            .limit(_BATCH_ROWS).with_for_update(skip_locked=True, key_share=True)).scalars())
         if not scans:
             return 0, 0
         failed = [s for s in scans if s.attempts >= limit]
@@ -129,8 +129,9 @@ def resend_lost_scans(session_factory: sessionmaker[Session], settings: Settings
         lost = min(max(0, count - capacity), _BATCH_ROWS)
         if lost == 0:
             return 0
-        scans = list(session.execute(select(Scan).where(*waiting).order_by(Scan.dispatched_at, Scan.id)
-                                     .limit(lost).with_for_update(skip_locked=True)).scalars())
+        scans = list(session.execute(
+            select(Scan).where(*waiting).order_by(Scan.dispatched_at, Scan.id).limit(lost)
+            .with_for_update(skip_locked=True, key_share=True)).scalars())
         for scan in scans:
             scan.dispatched_at = now
         ids, jobs, version_id = [s.id for s in scans], sorted({s.job_id for s in scans}), version.id

@@ -10,7 +10,7 @@ import pytest
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
-from tests.integration.worker_process import REPO, Worker
+from tests.integration.worker_process import REPO, Worker, clean_env
 from tests.workers.jobdata import service_settings
 
 WORKER_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -52,19 +52,29 @@ def service(tmp_path: Path, postgres_url: str, broker_url: str):
     client.close()
 
 
+def worker_env(settings, **extra: str) -> dict[str, str]:
+    """The environment a worker or beat of this test's service runs with: a plain shell's plus settings."""
+    return clean_env(APP_ENV="test", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
+                     BROKER_KEY_PREFIX=settings.broker_key_prefix, DATA_DIR=str(settings.data_dir),
+                     INFERENCE_BATCH_SIZE=str(settings.inference_batch_size), RETRAIN_SCHEDULE="",
+                     KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"), TF_CPP_MIN_LOG_LEVEL="2",
+                     **extra)
+
+
 @pytest.fixture()
 def start_worker(tmp_path: Path, service, request) -> Iterator[Callable[..., Worker]]:
-    """start_worker(pool="solo", **env) → a running worker with the service's settings."""
+    """start_worker(pool="solo", cwd=REPO, **env) → a running worker with the service's settings.
+
+    The worker gets a plain shell's environment (no PYTHONPATH): the project must be
+    importable because it is installed in the virtualenv, as the README says.
+    """
     settings, _ = service
     started: list[Worker] = []
 
-    def start(pool: str = "solo", **extra: str) -> Worker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "BROKER_"))}
-        env.update(APP_ENV="test", DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-                   BROKER_KEY_PREFIX=settings.broker_key_prefix, DATA_DIR=str(settings.data_dir), INFERENCE_BATCH_SIZE=str(settings.inference_batch_size),
-                   RETRAIN_SCHEDULE="", KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                   TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **extra)
-        worker = Worker(env, tmp_path / f"worker{len(started)}.log", pool)
+    def start(pool: str = "solo", cwd: Path = REPO, concurrency: int = 1,
+              queues: str = "inference,training,default", **extra: str) -> Worker:
+        worker = Worker(worker_env(settings, **extra), tmp_path / f"worker{len(started)}.log", pool, cwd=cwd,
+                        concurrency=concurrency, queues=queues)
         started.append(worker)
         return worker
 
