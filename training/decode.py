@@ -342,6 +342,9 @@ def _decode_dicom(data: bytes, has_magic: bool, max_pixels: int | None) -> list[
     try:
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
+        failed = _plugin_failures(exc)
+        if failed:  # a decoder exists and refused this data (damaged, or past its own size limit)
+            raise DecodeError(f"corrupt DICOM (compressed pixel data: {failed})") from exc
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", None) or str(syntax or "an unknown transfer syntax")
         reason = f"DICOM pixel data uses {name}, which cannot be decoded here ({_short(exc)})"
@@ -367,6 +370,14 @@ def _decode_dicom(data: bytes, has_magic: bool, max_pixels: int | None) -> list[
             image = np.repeat(gray[:, :, None], 3, axis=2)
         scans.append(DecodedScan(image, index if frames > 1 else None, study, series))
     return scans
+
+
+def _plugin_failures(exc: BaseException) -> str:
+    """The decoders' own reasons when pydicom says every available plugin raised; '' otherwise."""
+    first, *rest = str(exc).splitlines() or [""]
+    if "raised by all available plugins" not in first:
+        return ""
+    return "; ".join(line.strip() for line in rest if line.strip())[:160] or "decoder error"
 
 
 def _dicom_int(ds, keyword: str, default: int) -> int:

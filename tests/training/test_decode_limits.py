@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,18 @@ def test_deflated_dicom_is_inflated_with_a_cap() -> None:
 def test_opencv_own_limit_is_a_plain_decode_error() -> None:
     with pytest.raises(DecodeError, match="image too large for the PNG decoder"):
         decode_bytes(png_declaring(40_000, 40_000), max_pixels=None)
+
+
+@pytest.mark.parametrize("warnings_as", ["default", "error"])
+def test_pillow_bomb_check_inside_pydicom_is_a_decode_error(warnings_as: str) -> None:
+    """Without a limit of ours, Pillow's own (error past 179 M pixels, warning past 89 M) still ends
+    as a DecodeError saying why, also when warnings are errors."""
+    side = 15_000 if warnings_as == "default" else 10_000
+    data = dicom_bytes(encapsulated=[jpeg_declaring(side, side)], syntax=JPEG_BASELINE, rows=side, columns=side)
+    with warnings.catch_warnings():
+        warnings.simplefilter(warnings_as)
+        with pytest.raises(DecodeError, match=r"corrupt DICOM \(compressed pixel data: pillow: Image size"):
+            decode_bytes(data, max_pixels=None)
 
 
 def test_palette_dicom_without_its_lookup_table_is_a_decode_error() -> None:
