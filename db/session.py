@@ -7,6 +7,8 @@ from typing import Iterator
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+CONNECT_TIMEOUT_S = 5
+
 
 def make_engine(url: str) -> Engine:
     """Create an engine with sensible pooling for web and worker processes."""
@@ -22,7 +24,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # connect_timeout: a database host that drops packets fails a request in seconds (503)
+    # instead of holding it until the operating system gives up.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

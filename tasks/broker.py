@@ -40,3 +40,18 @@ def queue_depths(settings: Settings) -> dict[str, int]:
         names = [p.name for p in folder.glob("*.msg")] if folder.is_dir() else []
         return {q: sum(1 for n in names if n.endswith(f".{q}.msg")) for q in QUEUES}
     raise RuntimeError(f"queue depth is not available for broker {url.split(':', 1)[0]}")
+
+
+def queue_workers(settings: Settings, timeout_s: float = 0.5) -> dict[str, list[str]] | None:
+    """The workers consuming each queue (asked over the broker's control channel), or None where the
+    transport cannot broadcast (the filesystem transport). Raises when the broker does not answer."""
+    if settings.celery_broker_url.startswith("filesystem://"):
+        return None
+    from tasks.dispatch import celery_for  # imports Celery: only when asked
+
+    replies = celery_for(settings).control.inspect(timeout=timeout_s).active_queues() or {}
+    consumers: dict[str, list[str]] = {queue: [] for queue in QUEUES}
+    for worker, queues in sorted(replies.items()):
+        for queue in queues or ():
+            consumers.setdefault(queue.get("name", "?"), []).append(worker)
+    return consumers

@@ -6,6 +6,8 @@ process memory, so any number of web processes report the same figures.
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timezone
 from typing import Iterator
 
 from flask import Blueprint, Response, jsonify
@@ -17,13 +19,18 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
-from tasks.broker import queue_depths
-from web.auth import require_role
+from db.base import utcnow
+from tasks.broker import QUEUES, queue_depths, queue_workers
 from web.state import app_state
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("monitoring", __name__)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WORKERS_CACHE_S = 15.0
+# A queued scan older than this is worth a warning in /healthz (a healthy service starts
+# a scan within seconds to minutes).
+STALLED_AFTER_S = 600.0
+_workers_cache: list = []  # [monotonic time, queue -> workers]
 
 
 def broker_status(settings: Settings) -> str:
@@ -35,19 +42,69 @@ def broker_status(settings: Settings) -> str:
     return "ok"
 
 
+def cached_queue_workers(settings: Settings) -> dict[str, list[str]] | None:
+    """queue_workers(), asked at most every WORKERS_CACHE_S per process: each ask waits for
+    replies, and load balancers poll /healthz often. None when unknown (no broker, or a
+    transport that cannot broadcast)."""
+    now = time.monotonic()
+    if _workers_cache and now - _workers_cache[0] < WORKERS_CACHE_S:
+        return _workers_cache[1]
+    try:
+        workers = queue_workers(settings)
+    except Exception as exc:
+        logger.warning("health check: cannot ask the workers: %s: %s", type(exc).__name__, exc)
+        workers = None
+    _workers_cache[:] = [now, workers]
+    return workers
+
+
+def oldest_queued_scan_age_s(session: Session) -> float | None:
+    """Seconds the oldest scan still waiting to be classified has waited (None: nothing waits)."""
+    oldest = session.scalar(select(func.min(Scan.created)).where(Scan.status == "queued"))
+    if oldest is None:
+        return None
+    if oldest.tzinfo is None:  # SQLite hands back naive UTC datetimes
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    return round(max(0.0, (utcnow() - oldest).total_seconds()), 1)
+
+
+def _queue_report(settings: Settings) -> tuple[dict[str, dict], list[str]]:
+    """Per queue: messages waiting and the workers consuming it; plus warnings for a person."""
+    try:
+        depths: dict[str, int] | None = queue_depths(settings)
+    except Exception:
+        depths = None
+    workers = cached_queue_workers(settings) if depths is not None else None
+    report, warnings = {}, []
+    for queue in QUEUES:
+        entry: dict = {"waiting": depths[queue] if depths is not None else None,
+                       "workers": workers.get(queue, []) if workers is not None else None}
+        if workers is not None and not entry["workers"]:
+            warnings.append(f"no worker consumes the {queue} queue")
+        report[queue] = entry
+    return report, warnings
+
+
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """Liveness: 200 when the database answers (503 otherwise); the broker is reported, not required."""
+    """Liveness: 200 when the database answers (503 otherwise). Also reports the broker, the
+    workers consuming each queue and how long the oldest queued scan has waited, so a person
+    can tell a stalled service from a busy one."""
     state = app_state()
-    database = "ok"
+    database, oldest = "ok", None
     try:
-        with state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with state.session_factory() as session:
+            session.execute(text("SELECT 1"))
+            oldest = oldest_queued_scan_age_s(session)
     except Exception as exc:
         logger.warning("health check: database unreachable: %s", exc)
         database = f"unreachable: {exc.__class__.__name__}"
+    queues, warnings = _queue_report(state.settings)
+    if oldest is not None and oldest > STALLED_AFTER_S:
+        warnings.append(f"the oldest queued scan has waited {oldest:.0f} s")
     body = {"status": "ok" if database == "ok" else "error", "database": database,
-            "broker": broker_status(state.settings)}
+            "broker": broker_status(state.settings), "queues": queues,
+            "oldest_queued_scan_s": oldest, "warnings": warnings}
     return jsonify(body), 200 if database == "ok" else 503
 
 
@@ -83,6 +140,9 @@ class ServiceCollector(Collector):
         for status in ("queued", "running", "succeeded", "failed"):
             gauge.add_metric([status], runs.get(status, 0))
         yield gauge
+        yield GaugeMetricFamily("mri_oldest_queued_scan_age_seconds",
+                                "How long the oldest scan still waiting to be classified has waited (0: none)",
+                                value=oldest_queued_scan_age_s(session) or 0.0)
         active = session.scalar(select(ModelVersion.id).where(ModelVersion.status == "active")
                                 .order_by(ModelVersion.id.desc()).limit(1))
         yield GaugeMetricFamily("mri_active_model_version", "Id of the active model version (0: none)",
@@ -104,6 +164,12 @@ class ServiceCollector(Collector):
             depth.add_metric([queue], count)
         yield up
         yield depth
+        workers = cached_queue_workers(self.settings)
+        if workers is not None:
+            consumers = GaugeMetricFamily("mri_queue_workers", "Workers consuming a queue", labels=["queue"])
+            for queue in QUEUES:
+                consumers.add_metric([queue], len(workers.get(queue, [])))
+            yield consumers
 
     def _latency(self) -> HistogramMetricFamily:
         # One ensemble row per computed scan carries the per-scan share of its batch's time.
@@ -120,7 +186,6 @@ class ServiceCollector(Collector):
 
 
 @bp.get("/metrics")
-@require_role("viewer")
 def metrics() -> Response:
     """Prometheus text exposition."""
     state = app_state()

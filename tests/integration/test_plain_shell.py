@@ -37,6 +37,7 @@ def test_worker_started_from_another_folder_classifies(service, start_worker, ti
             return session.get(Job, job_id).status == "done"
 
     wait_for(done, 120, f"the job on a {pool} worker", worker)
+    _healthz_lists_the_worker(settings, worker)
     with factory() as session:
         job = session.get(Job, job_id)
         assert (job.done, job.failed) == (3, 2), worker.output()[-3000:]
@@ -53,3 +54,18 @@ def test_flask_and_training_commands_from_another_folder(tmp_path):
     training = subprocess.run([str(VENV_BIN / "python"), "-m", "training", "--help"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
     assert training.returncode == 0 and "train" in training.stdout, training.stderr
+
+
+def _healthz_lists_the_worker(settings, worker) -> None:
+    """/healthz names the running worker under each queue it consumes."""
+    from web import create_app
+
+    app = create_app({"env": "test", "data_dir": settings.data_dir, "database_url": settings.database_url,
+                      "redis_url": settings.redis_url, "broker_key_prefix": settings.broker_key_prefix})
+    body = app.test_client().get("/healthz").get_json()
+    app.extensions["mri"].engine.dispose()
+    name = next(line for line in worker.output().splitlines() if "@" in line and "ready" in line)
+    for queue in ("inference", "training", "default"):
+        assert len(body["queues"][queue]["workers"]) == 1, body
+        assert body["queues"][queue]["workers"][0].split("@")[0] in name
+    assert body["oldest_queued_scan_s"] is None and body["warnings"] == []

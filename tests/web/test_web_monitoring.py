@@ -10,7 +10,29 @@ from web_helpers import build_app, png_bytes, upload_data
 def test_healthz_is_open_and_reports_database_and_broker(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    body = response.get_json()
+    assert (body["status"], body["database"], body["broker"]) == ("ok", "ok", "ok")
+    # No worker runs in this test: every queue says so, and nothing waits yet.
+    assert body["queues"]["inference"] == {"waiting": 0, "workers": []}
+    assert "no worker consumes the inference queue" in body["warnings"]
+    assert body["oldest_queued_scan_s"] is None
+
+
+def test_healthz_says_how_long_the_oldest_queued_scan_waited(client, auth, session, active_version):
+    from datetime import timedelta
+
+    from db.base import utcnow
+
+    files = [(f"s/{i}.png", png_bytes(i)) for i in range(2)]
+    client.post("/api/v1/jobs", data=upload_data(files), headers=auth("uploader"))
+    body = client.get("/healthz").get_json()
+    assert body["queues"]["inference"]["waiting"] == 1 and 0 <= body["oldest_queued_scan_s"] < 60
+    for scan in session.query(Scan).all():
+        scan.created = utcnow() - timedelta(hours=1)
+    session.commit()
+    body = client.get("/healthz").get_json()
+    assert body["oldest_queued_scan_s"] >= 3600
+    assert any("oldest queued scan has waited" in w for w in body["warnings"])
 
 
 def test_healthz_reports_an_unreachable_broker_and_database(tmp_path):
@@ -53,6 +75,8 @@ def test_metrics_counts_queues_and_latency(client, auth, session, active_version
     assert m[("mri_active_model_version", ())] == active_version
     assert m[("mri_scan_inference_seconds_count", ())] == 2
     assert abs(m[("mri_scan_inference_seconds_sum", ())] - 0.308) < 1e-9
+    assert m[("mri_queue_workers", (("queue", "inference"),))] == 0
+    assert ("mri_oldest_queued_scan_age_seconds", ()) in m
     assert m[("mri_scan_inference_seconds_bucket", (("le", "0.01"),))] == 1
     assert m[("mri_scan_inference_seconds_bucket", (("le", "0.5"),))] == 2
 
