@@ -44,10 +44,10 @@ def compose() -> dict:
 
 
 def test_compose_validates_with_compose_itself():
-    result = run_compose("--profile", "gpu", "config", env_extra=SECRETS)
+    result = run_compose("--profile", "gpu", "--profile", "monitoring", "config", env_extra=SECRETS)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
-    assert SERVICES <= set(resolved["services"])
+    assert SERVICES | {"flower"} <= set(resolved["services"])
     assert resolved["services"]["web"]["environment"]["SECRET_KEY"] == "test-secret"
 
 
@@ -62,6 +62,16 @@ def test_services_and_profiles(compose):
     assert SERVICES <= set(services)
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     assert all("profiles" not in services[name] for name in SERVICES - {"worker-gpu"})
+    assert services["flower"]["profiles"] == ["monitoring"]
+
+
+def test_flower_is_optional_behind_basic_auth_on_loopback(compose):
+    flower = compose["services"]["flower"]
+    command = " ".join(flower["command"])
+    assert "celery -A workers flower" in command
+    assert 'test -n "$$FLOWER_BASIC_AUTH"' in command and "exit 1" in command
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
 
 
 def test_gpu_worker_reserves_nvidia_devices(compose):
