@@ -62,7 +62,8 @@ _DEFLATED_BYTES_PER_PIXEL = 8
 _DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 _INFLATE_IN, _INFLATE_OUT = 64 * 1024, 1024 * 1024
 # File meta elements whose explicit-VR length field is 4 bytes (after 2 reserved bytes).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+                       b"UV"})
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 _J2K_SIZ = b"\xff\x4f\xff\x51"  # JPEG 2000 start of codestream + image and tile size marker
 

@@ -199,8 +199,8 @@ def _checked_members(archive: zipfile.ZipFile, budget: _ZipBudget) -> list[tuple
         if not rel or is_junk(rel):
             continue
         if rel.lower().endswith(".zip"):
-            raise ApiError(400, "nested_zip", f"zip member {info.filename!r} is itself a zip; zips inside "
-                                              "a zip are not expanded: unzip it first or upload it on its own")
+            raise ApiError(400, "nested_zip", f"zip member {info.filename!r} is itself a zip; zips inside a "
+                                              "zip are not expanded: unzip it first or upload it on its own")
         if info.flag_bits & 0x1:
             raise ApiError(400, "bad_zip", f"zip member {info.filename!r} is encrypted")
         budget.files += 1

@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 1 << 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 # --------------------------------------------------------------------------- images
 
@@ -81,7 +82,8 @@ def deflate_zeros(count: int, prefix: bytes = b"", zlib_wrapper: bool = False) -
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     """One PNG chunk with its length and CRC."""
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
 def png_declaring(width: int, height: int, complete: bool = False) -> bytes:
@@ -105,7 +107,7 @@ def jpeg_declaring(width: int, height: int) -> bytes:
 
 
 def bmp_declaring(width: int, height: int) -> bytes:
-    """A 24-bit BMP whose info header says width x height: complete when small, 64 bytes of pixels when not."""
+    """A 24-bit BMP whose header says width x height: complete when small, 64 bytes of pixels when not."""
     row = (width * 3 + 3) // 4 * 4
     pixels = bytes(row * height) if row * height <= BLOCK else bytes(64)
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
@@ -316,7 +318,7 @@ def corpus() -> list[BadInput]:
         _one("truncated-png", "t/half.png", png[: len(png) // 2], reason="truncated png"),
         _one("png-bad-crc", "t/crc.png", png[:30] + bytes([png[30] ^ 0xFF]) + png[31:], reason="corrupt png"),
         _one("zero-bytes", "t/empty.jpg", b"", reason="empty file"),
-        _one("text-named-jpg", "t/notes.jpg", b"this is a text file, not a scan\n" * 8, reason="not an image"),
+        _one("text-named-jpg", "t/notes.jpg", b"a text file, not a scan\n" * 8, reason="not an image"),
         _one("html-named-png", "t/page.png", b"<html><body>hello</body></html>", reason="not an image"),
         _one("gif", "t/anim.gif", b"GIF89a" + bytes(40), reason="not an image"),
         _one("random-bytes", "t/noise.dcm", bytes(np.random.default_rng(7).integers(0, 256, 3000, np.uint8)),
@@ -332,7 +334,7 @@ def corpus() -> list[BadInput]:
         _one("dicom-frames-bomb", "bomb/frames.dcm",
              dicom_bytes(ramp16(16, frames=30), frames=30, rows=2_000, columns=2_000), reason=TOO_LARGE),
         _one("dicom-lying-jpeg-frame", "bomb/lying.dcm",
-             dicom_bytes(encapsulated=[jpeg_declaring(30_000, 30_000)], syntax="1.2.840.10008.1.2.4.50",
+             dicom_bytes(encapsulated=[jpeg_declaring(30_000, 30_000)], syntax=JPEG_BASELINE,
                          rows=16, columns=16), reason="frame 1 is 30000 x 30000"),
         _one("dicom-deflate-bomb", "bomb/deflated.dcm", deflated_dicom_bomb(1 << 30), reason="inflates past"),
         _one("dicom-no-pixels", "d/nopixels.dcm", dicom_bytes(None), reason="no pixel data"),
@@ -348,7 +350,8 @@ def corpus() -> list[BadInput]:
         _one("dicom-monochrome1", "good/mono1.dcm", dicom_bytes(ramp16(32), photometric="MONOCHROME1")),
         _one("dicom-multi-frame", "good/multi.dcm", dicom_bytes(ramp16(24, frames=3), frames=3)),
         _one("tiff", "good/scan.tif", tiff_bytes(13)),
-        _one("dicom-study-uid-with-nul", "good/nul-study.dcm", dicom_bytes(ramp16(16), study="1.2.3\x00\x01.4")),
+        _one("dicom-study-uid-with-nul", "good/nul-study.dcm",
+             dicom_bytes(ramp16(16), study="1.2.3\x00\x01.4")),
         # --- names: stored capped and clean, never a database error
         _one("name-1000-chars", "n" * 1500 + ".png", png_bytes(14)),
         _one("folder-600-chars", "f" * 600 + "/scan.png", png_bytes(15)),
@@ -373,7 +376,8 @@ def corpus() -> list[BadInput]:
              refused=(400, "nested_zip")),
         _one("zip-folder-entries", "dirs.zip", folder_entries_zip(200), refused=(413, "zip_too_many_files")),
         _one("zip-encrypted", "enc.zip", encrypted_zip(), refused=(400, "bad_zip")),
-        _one("zip-invalid-utf8-name", "utf.zip", zip_with_raw_name(b"\xff\xfe\xfd.png"), refused=(400, "bad_zip")),
+        _one("zip-invalid-utf8-name", "utf.zip", zip_with_raw_name(b"\xff\xfe\xfd.png"),
+             refused=(400, "bad_zip")),
         _one("zip-not-a-zip", "fake.zip", b"PK\x03\x04" + bytes(100), refused=(400, "bad_zip")),
         _one("zip-empty", "empty.zip", zip_bytes([]), refused=(400, "no_files")),
         _zip("zip-only-litter", [("__MACOSX/._a.png", b"x"), (".DS_Store", b"x")], refused=(400, "no_files")),
@@ -405,14 +409,24 @@ print(json.dumps({{"result": result, "peak_mb": peak_mb()}}))
 """
 
 DECODE = """
-from training.decode import DecodeError, decode_bytes
-result = []
-for path in sys.argv[1:]:
+import importlib.util, time
+if sys.argv[1] == "-":
+    import training.decode as decode
+else:  # another version of the module, e.g. one taken from an older commit with git show
+    spec = importlib.util.spec_from_file_location("decode_under_test", sys.argv[1])
+    decode = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = decode
+    spec.loader.exec_module(decode)
+result = {"outcomes": [], "seconds": []}
+for path in sys.argv[2:]:
     data = open(path, "rb").read()
+    started = time.perf_counter()
     try:
-        result.append("decoded %d" % len(decode_bytes(data, path, target_size=128)))
-    except DecodeError as exc:
-        result.append("DecodeError: %s" % exc)
+        shape = decode.decode_bytes(data, path, target_size=128)[0].image.shape
+        result["outcomes"].append("decoded %d x %d" % (shape[1], shape[0]))
+    except decode.DecodeError as exc:
+        result["outcomes"].append("DecodeError: %s" % exc)
+    result["seconds"].append(time.perf_counter() - started)
     del data
 """
 
@@ -426,6 +440,40 @@ def python_in_subprocess(code: str, *args: object, timeout: float = 120.0) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def decode_in_subprocess(paths: list[Path]) -> dict:
-    """decode_bytes(target_size=128) each file in a fresh process: {'result': outcomes, 'peak_mb': ...}."""
-    return python_in_subprocess(DECODE, *paths)
+def decode_in_subprocess(paths: list[Path], decoder: Path | None = None) -> dict:
+    """decode_bytes(target_size=128) each file in a fresh process (training.decode, or the module at
+    `decoder`): {'result': {'outcomes': [...], 'seconds': [...]}, 'peak_mb': peak RSS of the process}."""
+    return python_in_subprocess(DECODE, decoder or "-", *paths, timeout=600.0)
+
+
+def bombs() -> dict[str, bytes]:
+    """The decompression bombs measured for the README: small files declaring huge images."""
+    return {
+        "PNG 30,000 x 30,000 (every row)": png_declaring(30_000, 30_000, complete=True),
+        "JPEG declaring 16,000 x 16,000": jpeg_declaring(16_000, 16_000),
+        "DICOM, deflated data set of 1 GiB": deflated_dicom_bomb(1 << 30),
+        "DICOM 16 x 16 holding a 12,000 x 12,000 JPEG": dicom_bytes(
+            encapsulated=[jpeg_declaring(12_000, 12_000)], syntax=JPEG_BASELINE, rows=16, columns=16),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print, per bomb, file size, decode time and peak RSS of one decode in a fresh process."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.bad_inputs", description=main.__doc__)
+    parser.add_argument("--decoder", type=Path, help="a training/decode.py to measure instead of this one")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in bombs().items():
+            path = Path(folder) / "bomb"
+            path.write_bytes(data)
+            measured = decode_in_subprocess([path], args.decoder)
+            outcome, seconds = measured["result"]["outcomes"][0], measured["result"]["seconds"][0]
+            print(f"{name}: {len(data):,} bytes, {seconds:.6f} s, peak RSS {measured['peak_mb']:,.0f} MB; "
+                  f"{outcome[:110]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,9 @@ FUZZ_MAX_PIXELS = 2_000_000
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
+# One RLE segment (header: 1 segment at offset 64) of eight "repeat the next byte 8 times" runs: 8 x 8 zeros.
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+RLE_FRAME = b"\x01\x00\x00\x00" + b"\x40\x00\x00\x00" + bytes(56) + b"\xf9\x00" * 8
 SEEDS = {
     "png": png_bytes(1, 24),
     "jpeg": jpeg_bytes(2, 24),
@@ -38,8 +41,7 @@ SEEDS = {
     "dicom multi-frame": dicom_bytes(ramp16(8, frames=3), frames=3),
     "dicom jpeg": dicom_bytes(encapsulated=[jpeg_bytes(4, 16, channels=1)], syntax="1.2.840.10008.1.2.4.50"),
     "dicom deflated": dicom_bytes(ramp16(16), syntax="1.2.840.10008.1.2.1.99"),
-    "dicom rle": dicom_bytes(np.zeros((8, 8), np.uint8), syntax="1.2.840.10008.1.2.5",
-                             encapsulated=[b"\x01\x00\x00\x00" + b"\x40\x00\x00\x00" + bytes(56) + b"\xf9\x00" * 8]),
+    "dicom rle": dicom_bytes(np.zeros((8, 8), np.uint8), syntax=RLE_LOSSLESS, encapsulated=[RLE_FRAME]),
 }
 MAGICS = [b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"\0" * 128 + b"DICM",
           b"PK\x03\x04", b"\x02\x00\x10\x00UI"]

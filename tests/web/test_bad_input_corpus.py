@@ -12,7 +12,14 @@ from sqlalchemy import func, select
 
 from db.migrate import upgrade
 from db.models import Job, Scan
-from tests.helpers.bad_inputs import BadInput, corpus, deflated_dicom_bomb, dicom_bytes, python_in_subprocess, ramp16
+from tests.helpers.bad_inputs import (
+    BadInput,
+    corpus,
+    deflated_dicom_bomb,
+    dicom_bytes,
+    python_in_subprocess,
+    ramp16,
+)
 from web.ingest import plan_scans, probe_dicom
 from web_helpers import blob_files, build_app, leftovers, upload_data
 
@@ -72,7 +79,8 @@ def test_corpus_input_is_refused_or_becomes_clean_scans(client, auth, app, sessi
         assert all(scan.status == "queued" for scan in scans)
         assert_clean_scans(scans)
     written = files_under(tmp_path) - before
-    outside = [p for p in written if not (tmp_path / p).is_relative_to(data_dir) and not p.name.startswith("service.db")]
+    outside = [p for p in written
+               if not (tmp_path / p).is_relative_to(data_dir) and not p.name.startswith("service.db")]
     assert outside == []
     assert not (data_dir.parent / "escape.png").exists() and not (data_dir / "escape.png").exists()
 

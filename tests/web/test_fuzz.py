@@ -14,16 +14,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.migrate import upgrade
-from tests.helpers.bad_inputs import deflated_dicom_bomb, dicom_bytes, jpeg_bytes, png_bytes, png_declaring, ramp16
+from tests.helpers.bad_inputs import (
+    deflated_dicom_bomb,
+    dicom_bytes,
+    jpeg_bytes,
+    png_bytes,
+    png_declaring,
+    ramp16,
+)
 from web_helpers import build_app, upload_data
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FRAGMENTS = ["../", "..", "/", "\\", "C:", "c:\\", ".", "./", "//", ".zip", ".png", ".dcm", ".jpg", "\x00", "\n",
+FRAGMENTS = ["../", "..", "/", "\\", "C:", "c:\\", ".", "./", "//", ".zip", ".png", ".dcm", ".jpg", "\x00",
+             "\n",
              "\r", '"', ";", "%2e%2e/", "\u202e", "😀", "Ω", "扫描", " ", "__MACOSX/", "._", ".DS_Store", "~2"]
 SAMPLES = [b"", png_bytes(1, 16), jpeg_bytes(2, 16), dicom_bytes(ramp16(8)), png_declaring(40_000, 40_000),
            dicom_bytes(ramp16(8, frames=3), frames=3), deflated_dicom_bomb(64 << 20), b"plain text\n"]
 
+STRUCTURED = "multipart/form-data; boundary=fuzzBoundary7x"
 names = st.one_of(
     st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=10)), max_size=8).map("".join),
     st.integers(200, 1400).map(lambda n: "d" * (n // 3) + "/" + "n" * n + ".png"),
@@ -35,8 +44,8 @@ contents = st.one_of(st.sampled_from(SAMPLES), st.binary(max_size=300))
 def zips(draw) -> bytes:
     """A zip built from random members: odd names, folders, symbolic links, nested zips, random bytes."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))) \
-            as archive:
+    compression = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+    with zipfile.ZipFile(out, "w", compression=compression) as archive:
         for _ in range(draw(st.integers(0, 5))):
             info = zipfile.ZipInfo(draw(names) or "x")
             kind = draw(st.sampled_from(["file", "file", "symlink", "folder", "zip"]))
@@ -61,7 +70,8 @@ def zips(draw) -> bytes:
 
 def quoted(text: str) -> bytes:
     """A header parameter value the way browsers send it (UTF-8, quote and line breaks escaped)."""
-    return text.encode("utf-8", "surrogatepass").replace(b'"', b"%22").replace(b"\r", b"%0D").replace(b"\n", b"%0A")
+    raw = text.encode("utf-8", "surrogatepass")
+    return raw.replace(b'"', b"%22").replace(b"\r", b"%0D").replace(b"\n", b"%0A")
 
 
 def multipart(parts: list[tuple[bytes, bytes | None, bytes]], boundary: bytes) -> bytes:
@@ -81,8 +91,10 @@ def multipart(parts: list[tuple[bytes, bytes | None, bytes]], boundary: bytes) -
 @st.composite
 def upload_bodies(draw) -> bytes:
     """A well-formed multipart body: files (some zips) with random names, maybe `paths`, maybe more."""
-    files = draw(st.lists(st.tuples(names, st.one_of(contents, zips()), st.booleans()), min_size=1, max_size=4))
-    parts = [(b"files", quoted(name + (".zip" if as_zip else "")), content) for name, content, as_zip in files]
+    files = draw(st.lists(st.tuples(names, st.one_of(contents, zips()), st.booleans()), min_size=1,
+                          max_size=4))
+    parts = [(b"files", quoted(name + (".zip" if as_zip else "")), content)
+             for name, content, as_zip in files]
     paths = draw(st.one_of(st.none(), st.lists(names, min_size=len(files), max_size=len(files)),
                            st.lists(names, max_size=6)))
     parts += [(b"paths", None, quoted(path)) for path in paths or ()]
@@ -123,7 +135,8 @@ def check_answer(response) -> None:
 def assert_nothing_outside(app, tmp_path: Path, before: set[Path]) -> None:
     data_dir = app.extensions["mri"].settings.data_dir
     written = files_under(tmp_path) - before
-    assert [p for p in written if not p.is_relative_to(data_dir) and not p.name.startswith("service.db")] == []
+    assert [p for p in written
+            if not p.is_relative_to(data_dir) and not p.name.startswith("service.db")] == []
 
 
 def _token(app) -> dict[str, str]:
@@ -150,8 +163,7 @@ def test_fuzz_well_formed_uploads_on_postgres(tmp_path, postgres_url, broker):
         @given(body=upload_bodies(), to_open_job=st.booleans())
         def one(body: bytes, to_open_job: bool) -> None:
             url = open_url if to_open_job else "/api/v1/jobs"
-            check_answer(client.post(url, data=body, content_type="multipart/form-data; boundary=fuzzBoundary7x",
-                                     headers=headers))
+            check_answer(client.post(url, data=body, content_type=STRUCTURED, headers=headers))
 
         one()
         assert_nothing_outside(app, tmp_path, before)

@@ -44,7 +44,8 @@ def _upload_corpus(app, job_files: list[tuple[str, bytes]]) -> tuple[int, dict[i
 
     origin: dict[int, BadInput | None] = dict.fromkeys(scan_ids())
     for item in corpus():
-        response = client.post(f"/api/v1/jobs/{job_id}/files", data=upload_data(list(item.files)), headers=headers)
+        response = client.post(f"/api/v1/jobs/{job_id}/files", data=upload_data(list(item.files)),
+                               headers=headers)
         if item.refused:
             assert (response.status_code, response.get_json()["error"]) == item.refused, item.name
             continue
