@@ -59,7 +59,8 @@ def _decode(settings: Settings, sha256: str, filename: str, image_size: int | No
         raise DecodeError("the stored file is missing from the data directory") from None
     except ValueError as exc:  # a corrupt row must fail its scan, not the whole batch
         raise DecodeError(f"the scan's stored file reference is invalid: {exc}") from None
-    return [d.image for d in decode_bytes(data, filename, target_size=image_size)]
+    return [d.image for d in decode_bytes(data, filename, target_size=image_size,
+                                          max_pixels=settings.max_image_pixels)]
 
 
 @dataclass

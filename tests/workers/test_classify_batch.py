@@ -201,3 +201,16 @@ def test_a_task_runs_engine_batches_pipelined(factory, settings, tiny_bundle, mo
     assert calls[-1][2] >= 6
     with factory() as session:
         assert session.get(Job, job_id).done == 9
+
+
+def test_an_image_past_max_image_pixels_fails_its_scan_before_decoding(factory, settings, tiny_bundle):
+    """MAX_IMAGE_PIXELS reaches the worker's decoder: scans declaring more pixels fail with the
+    declared size and the limit, and the job finishes."""
+    files = {path: data for path, data in scan_files(good=2).items() if not path.startswith("bad/")}
+    version_id, job_id, scan_ids = _setup(factory, settings, tiny_bundle, files)
+    small = dataclasses.replace(settings, max_image_pixels=48 * 48 - 1)  # the scans are 48 x 48
+    outcome = classify_scans(factory, small, scan_ids, version_id)
+    assert outcome.classified == [] and len(outcome.failed) == 2
+    assert all("over the limit of 2,303 pixels" in reason for reason in outcome.failed.values())
+    with factory() as session:
+        assert session.get(Job, job_id).status == "done"
