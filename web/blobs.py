@@ -25,11 +25,15 @@ class UnsafePath(ValueError):
     """A zip member name that would land outside its folder."""
 
 
+def clean_text(value: str) -> str:
+    """Client- or file-given text without control characters (NUL included) or lone surrogates."""
+    # PostgreSQL refuses NUL in text and lone surrogates cannot be encoded as UTF-8: '?' instead.
+    return _CONTROL.sub("", value.encode("utf-8", "replace").decode("utf-8"))
+
+
 def clean_upload_path(name: str) -> str:
     """A relative POSIX path from a client-given name: backslashes, drives, '..', '.' and '/' prefixes dropped."""
-    # Lone surrogates cannot be stored as UTF-8 (PostgreSQL would refuse the row): '?' instead.
-    name = name.encode("utf-8", "replace").decode("utf-8")
-    name = _CONTROL.sub("", name.replace("\\", "/"))
+    name = clean_text(name.replace("\\", "/"))
     name = _DRIVE.sub("", name)
     path = _join_parts(name)
     if len(path) > MAX_PATH_CHARS:

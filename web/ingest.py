@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import struct
 import zipfile
@@ -25,7 +24,7 @@ from werkzeug.datastructures import FileStorage
 
 from config.settings import Settings
 from db.models import AuditEvent, Job, Scan, User
-from web.blobs import BlobStager, StagedBlob, UnsafePath, clean_upload_path, zip_member_path
+from web.blobs import BlobStager, StagedBlob, UnsafePath, clean_text, clean_upload_path, zip_member_path
 from web.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ STUDY_CHARS = 255  # scans.study is String(255)
 _EOCD, _EOCD64_LOCATOR, _EOCD64, _CENTRAL_ENTRY = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06", b"PK\x01\x02"
 _EOCD_SIZE, _EOCD64_SIZE, _EOCD64_LOCATOR_SIZE, _CENTRAL_ENTRY_SIZE = 22, 56, 20, 46
 _DEFLATED_DICOM = "1.2.840.10008.1.2.1.99"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -238,14 +236,14 @@ def probe_dicom(path: Path, name: str, max_pixels: int | None = None) -> tuple[i
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                              specific_tags=["NumberOfFrames", "StudyInstanceUID", "Rows", "Columns"])
         frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
-        study = _CONTROL.sub("", str(ds.get("StudyInstanceUID", "") or "")).strip()
+        study = clean_text(str(ds.get("StudyInstanceUID", "") or "")).strip()
         pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * frames
     except Exception as exc:  # a broken header is the worker's to report, as a failed scan
         logger.debug("DICOM header probe failed for %s: %s", name, exc)
         return 1, ""
     if max_pixels is not None and pixels > max_pixels:
         frames = 1
-    return frames, study.encode("utf-8", "replace").decode("utf-8")[:STUDY_CHARS]
+    return frames, study[:STUDY_CHARS]
 
 
 def _deflated(path: Path, head: bytes) -> bool:
