@@ -13,14 +13,32 @@ from tests.integration.worker_process import REPO
 pytestmark = pytest.mark.integration
 
 
-def test_bench_service_prints_one_json_line(tmp_path):
+def _scan_folder(root, per_class: int):
     from tests.helpers.tiny_bundle import CLASSES, synthetic_images
 
-    images, labels = synthetic_images(per_class=3, image_size=48, seed=2)
+    images, labels = synthetic_images(per_class=per_class, image_size=48, seed=2)
     for i, (image, label) in enumerate(zip(images, labels)):
-        folder = tmp_path / "scans" / CLASSES[label]
+        folder = root / CLASSES[label]
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"{i}.jpg"), image)
+    return root
+
+
+def test_bench_load_checks_concurrent_uploads_under_polling(tmp_path):
+    """bench/load.py at toy size: 3 uploads of 6 scans at once, 6 pollers; every check holds."""
+    out = subprocess.run(
+        [sys.executable, "bench/load.py", "--data", str(_scan_folder(tmp_path / "scans", 5)), "--uploads", "3",
+         "--files", "6", "--pollers", "6", "--poll-interval", "0.2", "--image-size", "32", "--timeout", "300"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (record["jobs_done"], record["scans"], record["classified"], record["queued"]) == (3, 18, 18, 0)
+    assert record["scans_without_exactly_one_prediction_set"] == 0 and record["upload_errors"] == []
+    assert record["polls"] > 0 and record["poll_5xx"] == 0 and record["poll_p95_ms"] > 0
+
+
+def test_bench_service_prints_one_json_line(tmp_path):
+    _scan_folder(tmp_path / "scans", 3)
     out = subprocess.run(
         [sys.executable, "-m", "bench.service", "--data", str(tmp_path / "scans"), "--scans", "8",
          "--batch-size", "4", "--image-size", "32", "--pollers", "4", "--poll-interval", "0.1",
