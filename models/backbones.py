@@ -75,6 +75,42 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
+NAMED_WEIGHTS = ("imagenet", "none")
+
+
+def weights_roots(configured: str) -> list[Path]:
+    """Folders (or one file) a requested weights path may lie under, symlinks resolved: the Keras
+    cache, and `configured` (the operator's BACKBONE_WEIGHTS) when it is a path."""
+    roots = [keras_cache_dir()]
+    if configured.strip() and configured.strip().lower() not in NAMED_WEIGHTS:
+        roots.append(Path(configured.strip()))
+    return [root.expanduser().resolve() for root in roots]
+
+
+def check_weights_location(spec: str, configured: str) -> None:
+    """Refuse (BackboneWeightsError) a requested `backbone_weights` that is not imagenet, none, the
+    configured value, or an absolute path that resolves under weights_roots(configured).
+
+    A training run's parameters come from an API request; unchecked, they could make a worker
+    open and hash any file it can read. The web checks before queueing and the worker again
+    before reading, since the two may see different file systems.
+    """
+    value = spec.strip()
+    if value.lower() in NAMED_WEIGHTS or value == configured.strip():
+        return
+    roots = weights_roots(configured)
+    where = " or ".join(str(r) for r in roots)
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise BackboneWeightsError(f"backbone_weights must be imagenet, none or an absolute path under "
+                                   f"{where}; got {value!r}")
+    resolved = path.resolve()  # follows symlinks, so a link inside a root cannot point outside it
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise BackboneWeightsError(f"backbone_weights {value!r} resolves outside the folders training may "
+                                   f"read weights from ({where}); put the file in the Keras cache or set "
+                                   "BACKBONE_WEIGHTS")
+
+
 def _check_arch(arch: str) -> dict[str, str]:
     if arch not in OFFICIAL_FILES:
         raise ValueError(f"unknown backbone {arch!r}; expected one of {', '.join(ARCHES)}")

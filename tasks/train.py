@@ -85,6 +85,10 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any
     unknown = sorted(set(params) - set(ALLOWED_PARAMS))
     if unknown:
         raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
+    if "backbone_weights" in params:
+        from models.backbones import check_weights_location
+
+        check_weights_location(str(params["backbone_weights"]), settings.backbone_weights)
     params.setdefault("backbone_weights", settings.backbone_weights)
     if "models" in params:
         params["models"] = model_names(params["models"])

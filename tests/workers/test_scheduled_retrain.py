@@ -58,3 +58,23 @@ def test_training_options_whitelist(settings, tmp_path):
         training_options(TrainingRun(params={"data": "/etc"}), conf, tmp_path / "out")
     with pytest.raises(RuntimeError, match="TRAINING_DATA_DIR"):
         training_options(TrainingRun(params={}), settings, tmp_path / "out")
+
+
+def test_the_worker_refuses_a_weights_path_outside_the_allowed_folders(settings, tmp_path, monkeypatch):
+    """The web checks backbone_weights paths before queueing; the worker checks again before reading."""
+    import pytest
+
+    from models.backbones import BackboneWeightsError
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    conf = settings.replace(training_data_dir=tmp_path)
+    with pytest.raises(BackboneWeightsError, match="outside the folders"):
+        training_options(TrainingRun(params={"backbone_weights": "/etc/passwd"}), conf, tmp_path / "out")
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "keras" / "models" / "escape").symlink_to("/etc/passwd")
+    with pytest.raises(BackboneWeightsError, match="outside the folders"):
+        training_options(TrainingRun(params={"backbone_weights": str(tmp_path / "keras" / "models" / "escape")}),
+                         conf, tmp_path / "out")
+    inside = str(tmp_path / "keras" / "models" / "resnet50.h5")
+    assert training_options(TrainingRun(params={"backbone_weights": inside}), conf,
+                            tmp_path / "out").backbone_weights == inside
