@@ -84,6 +84,9 @@ class DecodedScan:
 
 def sniff_format(data: bytes) -> str | None:
     """Return "jpeg", "png", "bmp", "tiff", "dicom" from the leading bytes, or None."""
+    # First: the standard lets a DICOM file's 128-byte preamble be a TIFF header (dual-format files).
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
     if data.startswith(_JPEG_MAGIC):
         return "jpeg"
     if data.startswith(_PNG_MAGIC):
@@ -92,8 +95,6 @@ def sniff_format(data: bytes) -> str | None:
         return "bmp"
     if data[:4] in _TIFF_MAGICS:
         return "tiff"
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
     return None
 
 

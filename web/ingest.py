@@ -8,6 +8,8 @@ becomes a file system path; names only become (length-capped) database text.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import stat
@@ -25,6 +27,7 @@ from werkzeug.datastructures import FileStorage
 from config.settings import Settings
 from db.models import AuditEvent, Job, Scan, User
 from web.blobs import BlobStager, StagedBlob, UnsafePath, clean_text, clean_upload_path, zip_member_path
+from web.deidentify import DeidentificationError, NotDicomError, deid_salt, deidentify_dicom
 from web.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -46,14 +49,20 @@ STUDY_CHARS = 255  # scans.study is String(255)
 _EOCD, _EOCD64_LOCATOR, _EOCD64, _CENTRAL_ENTRY = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06", b"PK\x01\x02"
 _EOCD_SIZE, _EOCD64_SIZE, _EOCD64_LOCATOR_SIZE, _CENTRAL_ENTRY_SIZE = 22, 56, 20, 46
 _DEFLATED_DICOM = "1.2.840.10008.1.2.1.99"
+# The decoder reads these formats before it tries DICOM; any other file may be DICOM, preamble or not.
+_IMAGE_MAGICS = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+# A deflated DICOM data set may inflate to this many bytes per allowed pixel (as in training/decode.py).
+_DEFLATED_BYTES_PER_PIXEL = 8
 
 
 @dataclass
 class IncomingFile:
-    """One file of an upload: its cleaned relative path and its staged content."""
+    """One file of an upload: its cleaned relative path and its staged content (None: not stored)."""
 
     path: str
-    blob: StagedBlob
+    blob: StagedBlob | None
+    error: str = ""  # why it was not stored (a DICOM file that cannot be de-identified)
+    sha256: str = ""  # of the content as sent, when it was not stored
 
 
 @dataclass
@@ -64,6 +73,7 @@ class ScanSpec:
     sha256: str
     frame: int
     study: str
+    error: str = ""  # set: the scan is failed at once with this reason
 
 
 def is_junk(path: str) -> bool:
@@ -89,6 +99,7 @@ def stage_uploads(files: Sequence[FileStorage], paths: Sequence[str], settings: 
                        f"got {len(files)} files but {len(paths)} paths; send one `paths` value per file")
     incoming: list[IncomingFile] = []
     budget = _ZipBudget(settings)
+    deid = _deidentifier(settings)
     for index, upload in enumerate(files):
         raw = paths[index] if paths else (upload.filename or "")
         path = clean_upload_path(raw) or clean_upload_path(upload.filename or "") or f"file-{index + 1}"
@@ -96,10 +107,49 @@ def stage_uploads(files: Sequence[FileStorage], paths: Sequence[str], settings: 
             continue
         if path.lower().endswith(".zip"):
             parent = str(PurePosixPath(path).parent)
-            incoming.extend(expand_zip(upload.stream, "" if parent == "." else parent, stager, budget))
+            incoming.extend(expand_zip(upload.stream, "" if parent == "." else parent, stager, budget, deid))
         else:
-            incoming.append(IncomingFile(path, stager.add(upload.stream)))
+            incoming.append(_stage(stager, upload.stream, path, deid))
     return incoming
+
+
+@dataclass(frozen=True)
+class _Deidentify:
+    """What de-identifying DICOM files on ingest needs (DICOM_DEIDENTIFY)."""
+
+    salt: bytes
+    max_inflated_bytes: int
+
+
+def _deidentifier(settings: Settings) -> _Deidentify | None:
+    if not settings.dicom_deidentify:
+        return None
+    return _Deidentify(deid_salt(settings.secret_key), settings.max_image_pixels * _DEFLATED_BYTES_PER_PIXEL)
+
+
+def _stage(stager: BlobStager, stream: BinaryIO, path: str, deid: _Deidentify | None,
+           limit: int | None = None) -> IncomingFile:
+    """Stage one file; with DICOM_DEIDENTIFY a DICOM file is stored de-identified, or not at all."""
+    if deid is None or _plain_image(stream):
+        return IncomingFile(path, stager.add(stream, limit=limit))
+    data = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise OverflowError(f"more than {limit} bytes")
+    try:
+        data = deidentify_dicom(data, deid.salt, max_inflated_bytes=deid.max_inflated_bytes).data
+    except NotDicomError:
+        pass  # not DICOM either: stored as sent, and the worker fails it with its reason
+    except DeidentificationError as exc:  # never stored: its scan is failed with the reason
+        return IncomingFile(path, None, error=f"not stored: {exc}", sha256=hashlib.sha256(data).hexdigest())
+    return IncomingFile(path, stager.add(io.BytesIO(data)))
+
+
+def _plain_image(stream: BinaryIO) -> bool:
+    """True for a JPEG, PNG, BMP or TIFF file, which holds no DICOM header; the stream is rewound."""
+    head = stream.read(132)
+    stream.seek(0)
+    # "DICM" at 128 wins: a DICOM preamble may itself be a TIFF header.
+    return head[128:132] != b"DICM" and head.startswith(_IMAGE_MAGICS)
 
 
 class _ZipBudget:
@@ -112,7 +162,8 @@ class _ZipBudget:
         self.bytes = 0
 
 
-def expand_zip(stream: BinaryIO, prefix: str, stager: BlobStager, budget: _ZipBudget) -> list[IncomingFile]:
+def expand_zip(stream: BinaryIO, prefix: str, stager: BlobStager, budget: _ZipBudget,
+               deid: _Deidentify | None = None) -> list[IncomingFile]:
     """Check every member's name, type and size first, then stage the members."""
     _check_entry_count(stream, ZIP_ENTRIES_PER_FILE * budget.max_files)
     try:
@@ -123,15 +174,15 @@ def expand_zip(stream: BinaryIO, prefix: str, stager: BlobStager, budget: _ZipBu
         members = _checked_members(archive, budget)
         incoming = []
         for info, rel in members:
+            # Both parts are clean; cleaning the join caps its length for scans.path.
+            path = clean_upload_path(f"{prefix}/{rel}") if prefix else rel
             try:
                 with archive.open(info) as member:
-                    blob = stager.add(member, limit=info.file_size)
+                    incoming.append(_stage(stager, member, path, deid, limit=info.file_size))
             except (zipfile.BadZipFile, zlib.error, EOFError, OverflowError, NotImplementedError) as exc:
                 raise ApiError(400, "bad_zip", f"zip member {info.filename!r} is corrupt: {exc}") from None
             except RuntimeError as exc:  # zipfile says "File ... is encrypted"
                 raise ApiError(400, "bad_zip", f"zip member {info.filename!r}: {exc}") from None
-            # Both parts are clean; cleaning the join caps its length for scans.path.
-            incoming.append(IncomingFile(clean_upload_path(f"{prefix}/{rel}") if prefix else rel, blob))
     return incoming
 
 
@@ -261,14 +312,18 @@ def plan_scans(incoming: Iterable[IncomingFile], max_scans: int,
     specs: list[ScanSpec] = []
     probed: dict[str, tuple[int, str]] = {}
     for item in incoming:
-        if item.blob.sha256 not in probed:
-            probed[item.blob.sha256] = probe_dicom(item.blob.path, item.path, max_pixels)
-        frames, study_uid = probed[item.blob.sha256]
+        if item.blob is None:  # not stored: one scan, failed at once
+            sha, (frames, study_uid) = item.sha256, (1, "")
+        else:
+            sha = item.blob.sha256
+            if sha not in probed:
+                probed[sha] = probe_dicom(item.blob.path, item.path, max_pixels)
+            frames, study_uid = probed[sha]
         if len(specs) + frames > max_scans:
             raise ApiError(413, "too_many_scans",
                            f"this request would create more than {max_scans} scans (MAX_ZIP_FILES)")
         study = (study_uid or top_folder(item.path))[:STUDY_CHARS]
-        specs.extend(ScanSpec(item.path, item.blob.sha256, frame, study) for frame in range(frames))
+        specs.extend(ScanSpec(item.path, sha, frame, study, item.error) for frame in range(frames))
     return specs
 
 
@@ -287,7 +342,7 @@ def add_scans(session: Session, job: Job, specs: Sequence[ScanSpec]) -> list[Sca
             renamed[(spec.path, spec.sha256)] = path
         taken[(path, spec.frame)] = spec.sha256
         scan = Scan(job_id=job.id, sha256=spec.sha256, frame=spec.frame, path=path,
-                    study=spec.study, status="queued")
+                    study=spec.study, status="failed" if spec.error else "queued", error=spec.error)
         session.add(scan)
         added.append(scan)
     session.flush()

@@ -292,6 +292,15 @@ def test_dicom_without_preamble_is_sniffed(implicit: bool) -> None:
     assert scan.image[-1, -1, 0] == 255 and scan.study_uid == "1.2.3.4.100"
 
 
+def test_dicom_whose_preamble_is_a_tiff_header_is_read_as_dicom() -> None:
+    """The standard allows a TIFF header in the 128-byte preamble (dual-format files)."""
+    stored = _ramp16()
+    data = bytearray(_dicom(stored, WindowCenter=2000, WindowWidth=4000))
+    data[:8] = b"II*\x00\x08\x00\x00\x00"
+    [scan] = decode_bytes(bytes(data), "IM0002")
+    assert scan.image[-1, -1, 0] == 255 and scan.study_uid == "1.2.3.4.100"
+
+
 def test_dicom_without_pixel_data() -> None:
     with pytest.raises(DecodeError, match="DICOM file has no pixel data"):
         decode_bytes(_dicom(None))

@@ -15,8 +15,10 @@ from web.ingest import is_junk, probe_dicom, top_folder
 from web_helpers import blob_files, png_bytes, upload_data
 
 
-def dicom_bytes(frames: int = 1, study_uid: str = "1.2.826.0.1.3680043.8.498.1", size: int = 16) -> bytes:
-    """A small valid DICOM file (uncompressed, MONOCHROME2) with `frames` frames."""
+def dicom_bytes(frames: int = 1, study_uid: str = "1.2.826.0.1.3680043.8.498.1", size: int = 16,
+                **identity: str) -> bytes:
+    """A small valid DICOM file (uncompressed, MONOCHROME2) with `frames` frames, and `identity`
+    elements (e.g. PatientName="DOE^JANE") set on it."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -36,6 +38,8 @@ def dicom_bytes(frames: int = 1, study_uid: str = "1.2.826.0.1.3680043.8.498.1",
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.PixelData = pixels.tobytes()
+    for keyword, value in identity.items():
+        setattr(ds, keyword, value)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
@@ -93,17 +97,79 @@ def test_probe_dicom_reads_frames_and_study(tmp_path: Path):
     assert probe_dicom(broken, "b.dcm")[0] == 1
 
 
-def test_upload_creates_one_scan_per_dicom_frame_with_study_uid(client, auth, session):
-    files = [("folderA/multi.dcm", dicom_bytes(frames=3, study_uid="1.2.840.99")),
-             ("folderA/single", dicom_bytes(frames=1, study_uid="1.2.840.77")),
+def _pseudonym(app, data: bytes) -> str:
+    """The StudyInstanceUID the service stores for a DICOM file (de-identified with its salt)."""
+    from web.deidentify import deid_salt, deidentify_dicom
+
+    return deidentify_dicom(data, deid_salt(app.extensions["mri"].settings.secret_key)).study_uid
+
+
+def test_upload_creates_one_scan_per_dicom_frame_with_study_uid(client, auth, session, app):
+    multi, single = dicom_bytes(frames=3, study_uid="1.2.840.99"), dicom_bytes(frames=1, study_uid="1.2.840.77")
+    files = [("folderA/multi.dcm", multi), ("folderA/single", single),
              ("folderB/x.png", png_bytes(1)), ("loose.png", png_bytes(2)),
              ("folderB/notes.txt", b"not a scan, fails later in the worker")]
     job_id = client.post("/api/v1/jobs", data=upload_data(files), headers=auth("uploader")).get_json()["id"]
     rows = session.execute(select(Scan.path, Scan.frame, Scan.study).where(Scan.job_id == job_id)
                            .order_by(Scan.id)).all()
-    assert rows == [("folderA/multi.dcm", 0, "1.2.840.99"), ("folderA/multi.dcm", 1, "1.2.840.99"),
-                    ("folderA/multi.dcm", 2, "1.2.840.99"), ("folderA/single", 0, "1.2.840.77"),
+    # DICOM files are stored de-identified: studies group by the pseudonymous StudyInstanceUID.
+    study_a, study_b = _pseudonym(app, multi), _pseudonym(app, single)
+    assert study_a not in ("1.2.840.99", study_b) and study_a.startswith("2.")
+    assert rows == [("folderA/multi.dcm", 0, study_a), ("folderA/multi.dcm", 1, study_a),
+                    ("folderA/multi.dcm", 2, study_a), ("folderA/single", 0, study_b),
                     ("folderB/x.png", 0, "folderB"), ("loose.png", 0, ""), ("folderB/notes.txt", 0, "folderB")]
+
+
+PATIENT = dict(PatientName="DOE^JANE^Q", PatientID="MRN-20261129-7", PatientBirthDate="19610203",
+               PatientAddress="12 Elm Street, Springfield", InstitutionName="Springfield General",
+               ReferringPhysicianName="HOUSE^GREGORY", AccessionNumber="ACC-9988776")
+
+
+def test_stored_dicom_blobs_hold_no_patient_identity_and_studies_stay_grouped(client, auth, app, session):
+    """Two slices of one study, one sent loose and one inside a zip: the stored blobs carry none of
+    the patient's identity or original UIDs, and both scans share one pseudonymous study."""
+    first = dicom_bytes(study_uid="1.2.840.113619.2.55.3.1234", **PATIENT)
+    second = dicom_bytes(study_uid="1.2.840.113619.2.55.3.1234", size=20, **PATIENT)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("study/slice2.dcm", second)
+    data = {"files": [(io.BytesIO(first), "slice1.dcm"), (io.BytesIO(archive.getvalue()), "more.zip")],
+            "paths": ["study/slice1.dcm", "more.zip"]}
+    response = client.post("/api/v1/jobs", data=data, headers=auth("uploader"))
+    assert response.status_code == 202, response.get_json()
+    studies = set(session.scalars(select(Scan.study).where(Scan.job_id == response.get_json()["id"])))
+    assert len(studies) == 1 and studies != {"1.2.840.113619.2.55.3.1234"}
+    blobs = blob_files(app)
+    assert len(blobs) == 2
+    secrets = [*PATIENT.values(), "DOE", "Springfield", "1.2.840.113619.2.55.3.1234"]
+    for blob in blobs:
+        stored = blob.read_bytes()
+        assert stored[128:132] == b"DICM"
+        for secret in secrets:
+            assert secret.encode() not in stored, secret
+
+
+def test_with_deidentification_off_dicom_is_stored_as_sent(tmp_path, migrated_sqlite, broker):
+    """DICOM_DEIDENTIFY=false: the file's own StudyInstanceUID groups it, and the blob is the upload."""
+    import hashlib
+    import shutil
+
+    from web_helpers import build_app
+
+    shutil.copy(migrated_sqlite, tmp_path / "off.db")
+    app = build_app(tmp_path, f"sqlite:///{tmp_path / 'off.db'}", dicom_deidentify=False)
+    from web.auth import get_or_create_user, issue_token
+
+    with app.extensions["mri"].session_factory() as s:
+        token = issue_token(s, get_or_create_user(s, "up", "uploader"))
+        s.commit()
+    data = dicom_bytes(frames=1, study_uid="1.2.840.77")
+    body = app.test_client().post("/api/v1/jobs", data=upload_data([("a/x.dcm", data)]),
+                                  headers={"Authorization": f"Bearer {token}"}).get_json()
+    with app.extensions["mri"].session_factory() as s:
+        scan = s.scalar(select(Scan).where(Scan.job_id == body["id"]))
+        assert (scan.study, scan.sha256) == ("1.2.840.77", hashlib.sha256(data).hexdigest())
+    app.extensions["mri"].engine.dispose()
 
 
 def test_paths_come_from_filenames_when_no_paths_field(client, auth, session):
@@ -127,7 +193,8 @@ def test_zip_upload_expands_members_and_skips_litter(client, auth, app, session)
     assert response.status_code == 202
     rows = session.execute(select(Scan.path, Scan.frame, Scan.study).where(
         Scan.job_id == response.get_json()["id"]).order_by(Scan.id)).all()
-    assert rows == [("st1/a.png", 0, "st1"), ("st1/sub/b.dcm", 0, "9.9"), ("st1/sub/b.dcm", 1, "9.9"),
+    study = _pseudonym(app, dicom_bytes(frames=2, study_uid="9.9"))
+    assert rows == [("st1/a.png", 0, "st1"), ("st1/sub/b.dcm", 0, study), ("st1/sub/b.dcm", 1, study),
                     ("st2/c.png", 0, "st2")]
     assert len(blob_files(app)) == 2
 

@@ -49,7 +49,7 @@ def _stage_request(form_fields: tuple[str, ...]) -> tuple[BlobStager, list, list
         if not incoming:
             raise ApiError(400, "no_files", "no scan files left after skipping system files "
                                             "(.DS_Store, Thumbs.db, __MACOSX/)")
-        specs = plan_scans(incoming, settings.max_zip_files)
+        specs = plan_scans(incoming, settings.max_zip_files, max_pixels=settings.max_image_pixels)
     except BaseException:
         stager.discard()
         raise
