@@ -24,10 +24,11 @@ def _scan_folder(root, per_class: int):
     return root
 
 
-def test_bench_load_checks_concurrent_uploads_under_polling(tmp_path):
+def test_bench_load_checks_concurrent_uploads_under_polling(tmp_path, tiny_bundle):
     """bench/load.py at toy size: 3 uploads of 6 scans at once, 6 pollers; every check holds."""
     out = subprocess.run(
         [sys.executable, "bench/load.py", "--data", str(_scan_folder(tmp_path / "scans", 5)), "--uploads", "3",
+         "--bundle", str(tiny_bundle),
          "--files", "6", "--pollers", "6", "--poll-interval", "0.2", "--image-size", "32", "--timeout", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
@@ -37,10 +38,11 @@ def test_bench_load_checks_concurrent_uploads_under_polling(tmp_path):
     assert record["polls"] > 0 and record["poll_5xx"] == 0 and record["poll_p95_ms"] > 0
 
 
-def test_bench_service_prints_one_json_line(tmp_path):
+def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle):
     _scan_folder(tmp_path / "scans", 3)
     out = subprocess.run(
         [sys.executable, "-m", "bench.service", "--data", str(tmp_path / "scans"), "--scans", "8",
+         "--bundle", str(tiny_bundle),
          "--batch-size", "4", "--image-size", "32", "--pollers", "4", "--poll-interval", "0.1",
          "--redis-url", "redis://127.0.0.1:6379/14", "--timeout", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
