@@ -34,8 +34,24 @@ from bench.service import (DEFAULT_DATA, DEFAULT_PG, Api, free_port, pick_files,
                            start_process, stop_process, temporary_database)
 
 
-def held_scans(database_url: str, job_id: int) -> int:
-    """Queued scans of the job that a worker holds a lease on."""
+def held_scans(database_url: str, job_id: int) -> list[int]:
+    """Ids of the job's queued scans that a worker holds a lease on (stranded by a kill)."""
+    from sqlalchemy import select
+
+    from db.models import Scan
+    from db.session import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return list(session.scalars(select(Scan.id).where(
+                Scan.job_id == job_id, Scan.status == "queued", Scan.lease_owner.is_not(None))))
+    finally:
+        engine.dispose()
+
+
+def last_classified(database_url: str, scan_ids: list[int]) -> float | None:
+    """Wall-clock time (epoch seconds) the last of these scans was classified."""
     from sqlalchemy import func, select
 
     from db.models import Scan
@@ -44,10 +60,10 @@ def held_scans(database_url: str, job_id: int) -> int:
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            return session.scalar(select(func.count(Scan.id)).where(
-                Scan.job_id == job_id, Scan.status == "queued", Scan.lease_owner.is_not(None))) or 0
+            moment = session.scalar(select(func.max(Scan.classified_at)).where(Scan.id.in_(scan_ids)))
     finally:
         engine.dispose()
+    return moment.timestamp() if moment is not None else None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,12 +100,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             [str(VENV_BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2", "web:create_app()"], env,
             work / "web.log", "Booting worker")
         processes["beat"] = start_process(
-            [str(VENV_BIN / "celery"), "-A", "workers", "beat", "--schedule", str(work / "beat-schedule")],
+            [str(VENV_BIN / "celery"), "-A", "workers", "beat", "--schedule", str(work / "beat-schedule"),
+             "--loglevel", "INFO"],
             env, work / "beat.log", "beat: Starting")
 
         def start_worker(n: int):
             return start_process([str(VENV_BIN / "celery"), "-A", "workers", "worker", "-Q",
-                                  "inference,training,default", "--pool", "solo", "-n", f"w{n}@%h"],
+                                  "inference,training,default", "--pool", "solo", "-n", f"w{n}@%h",
+                                  "--loglevel", "INFO"],
                                  env, work / f"worker{n}.log", " ready.")
 
         processes["worker"] = start_worker(0)
@@ -108,13 +126,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done_at_kill = api.request("GET", f"/api/v1/jobs/{job_id}")[1]["done"]
             stranded = held_scans(database_url, job_id)
             processes["worker"] = start_worker(n)
-            ready = time.perf_counter()
-            kills.append({"done_at_kill": done_at_kill, "leased_scans_stranded": stranded,
-                          "new_worker_start_s": round(ready - killed, 1), "_ready": ready})
+            kills.append({"done_at_kill": done_at_kill, "leased_scans_stranded": len(stranded),
+                          "new_worker_start_s": round(time.perf_counter() - killed, 1),
+                          "_ready": time.time(), "_stranded": stranded})
         final = api.wait_done(job_id, args.timeout, interval=0.2)
-        finished = time.perf_counter()
+        finished, finished_wall = time.perf_counter(), time.time()
         for kill in kills:
-            kill["done_after_new_worker_ready_s"] = round(finished - kill.pop("_ready"), 1)
+            ready, stranded = kill.pop("_ready"), kill.pop("_stranded")
+            last = last_classified(database_url, stranded) if stranded else None
+            # From the new worker being ready to the last scan this kill stranded being classified.
+            kill["stranded_classified_s_after_new_worker"] = round(last - ready, 1) if last else None
+            kill["job_done_s_after_new_worker"] = round(finished_wall - ready, 1)
         checks = check_database(database_url, [job_id])
         return {"scans": args.scans, "scan_lease_s": args.lease_s, "kills": kills,
                 "job_wall_s": round(finished - started, 1), "classified": final["done"],
