@@ -64,6 +64,20 @@ def _held(factory, job_id: int) -> int:
             Scan.job_id == job_id, Scan.status == "queued", Scan.lease_owner.is_not(None))) or 0
 
 
+def _kill_while_holding_scans(worker, factory, job_id: int) -> None:
+    """kill -9 the worker's process group at a moment it holds leased scans (mid-task): it is
+    paused (SIGSTOP) while the database is looked at, so it cannot finish the task in between."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        worker.pause_group()
+        if _held(factory, job_id):
+            worker.kill_group()
+            return
+        worker.pause_group(False)
+        time.sleep(0.02)
+    pytest.fail("the worker never held scans of the job")
+
+
 def _assert_classified_exactly_once(factory, job_id: int, expected: int) -> None:
     with factory() as session:
         job = session.get(Job, job_id)
@@ -129,7 +143,7 @@ def test_whole_worker_killed_twice_mid_job_every_scan_classified_once(service, s
     stranded = []
     for kill_at in (40, 120):
         wait_for(lambda: _counts(factory, job_id)[0] >= kill_at, 180, f"{kill_at} scans classified", worker)
-        worker.kill_group()
+        _kill_while_holding_scans(worker, factory, job_id)
         stranded.append(_held(factory, job_id))
         assert _counts(factory, job_id)[0] < 240, "the kill must land mid-job"
         worker = start_worker(pool="prefork", SCAN_LEASE_S=LEASE)

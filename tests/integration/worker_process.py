@@ -61,6 +61,11 @@ class Worker:
                              capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
+    def pause_group(self, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the whole process group, so a test can look at the database
+        while the worker cannot move on."""
+        os.killpg(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def kill_group(self) -> None:
         """SIGKILL the worker's whole process group at once: no warm shutdown, nothing acknowledged."""
         os.killpg(self.process.pid, signal.SIGKILL)
