@@ -28,6 +28,7 @@ def test_readme_names_the_commands_and_the_measured_figures():
     text = (REPO / "README.md").read_text()
     for command in ("make run", "make test", "flask --app web register-model", "python -m training train",
                     "docker compose", "## Measured figures", "bench/inference.py", "bench/service.py",
-                    "masoudnickparvar"):
+                    "masoudnickparvar", "## Reliability and security", "bench/recovery.py", "bench/load.py",
+                    "celery -A workers beat", "flask --app web revoke-token"):
         assert command in text, command
     assert "lead fills in" not in text, "a figures placeholder is left in the README"
