@@ -33,7 +33,7 @@ if __name__ == "__main__":  # run as a script: the repository root is not on sys
     sys.path.insert(0, str(REPO))
 
 from bench.service import (DEFAULT_DATA, DEFAULT_PG, Api, free_port, pick_files,  # noqa: E402
-                           start_process, stop_process, temporary_database)
+                           start_process, tear_down, temporary_database)
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
 VENV_BIN = Path(sys.executable).parent
@@ -183,19 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": f"{platform.machine()} {os.cpu_count()} cpus", "web_workers": args.web_workers,
         }
     finally:
-        for process in processes:
-            stop_process(process)
-        drop_database()
-        import redis
-
-        client = redis.Redis.from_url(args.redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-        client.close()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(list(processes), drop_database, args.redis_url, prefix, work, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ if __name__ == "__main__":  # run as a script: the repository root is not on sys
 
 from bench.load import DEFAULT_REDIS, VENV_BIN, check_database  # noqa: E402
 from bench.service import (DEFAULT_DATA, DEFAULT_PG, Api, free_port, pick_files,  # noqa: E402
-                           start_process, stop_process, temporary_database)
+                           start_process, tear_down, temporary_database)
 
 
 def held_scans(database_url: str, job_id: int) -> list[int]:
@@ -142,19 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "job_wall_s": round(finished - started, 1), "classified": final["done"],
                 "failed": final["failed"], **checks}
     finally:
-        for process in processes.values():
-            stop_process(process)
-        drop_database()
-        import redis
-
-        client = redis.Redis.from_url(args.redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-        client.close()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(list(processes.values()), drop_database, args.redis_url, prefix, work, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

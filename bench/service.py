@@ -156,6 +156,24 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def tear_down(processes, drop_database, redis_url: str, prefix: str, work: Path, keep: bool) -> None:
+    """Stop the service processes, drop the temporary database, delete the run's Redis keys and,
+    unless `keep`, its folder."""
+    import shutil
+
+    import redis
+
+    for process in processes:
+        stop_process(process)
+    drop_database()
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def temporary_database(admin_url: str) -> tuple[str, Any]:
     """Create an empty PostgreSQL database; return (url, drop function)."""
     from sqlalchemy import create_engine
@@ -209,8 +227,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         bundle = make_tiny_bundle(work / "bundle", image_size=args.image_size)
     database_url, drop_database = temporary_database(args.postgres_url)
-    import redis
-
     # A key prefix of its own: other services or test runs may share this Redis db.
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     processes: list[subprocess.Popen] = []
@@ -285,17 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "worker_pool": args.worker_pool, "worker_concurrency": args.worker_concurrency,
         }
     finally:
-        for process in processes:
-            stop_process(process)
-        drop_database()
-        client = redis.Redis.from_url(args.redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-        client.close()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(processes, drop_database, args.redis_url, prefix, work, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import ESTIMATOR_NAMES, MODEL_NAMES, NETWORK_NAMES
+from models import ESTIMATOR_NAMES, MODEL_NAMES
 from training.cnn import CnnSchedule
 from training.cnn_variants import CNN_VARIANTS
 from training.progress import ProgressFn, StagedProgress, format_epoch_logs

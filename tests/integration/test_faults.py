@@ -16,24 +16,15 @@ from db.migrate import upgrade
 from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
 from tasks.dispatch import dispatch_job, enqueue_training
 from tasks.train import create_scheduled_run
-from tasks.versions import activate_version, register_bundle
 from tests.integration.conftest import worker_env
 from db.session import make_engine, make_session_factory
 from tests.helpers.services import PrivatePostgres, PrivateRedis
 from tests.integration.worker_process import Beat, Worker, wait_for
-from tests.workers.jobdata import make_job, service_settings
+from tests.workers.jobdata import activate_bundle, make_job, service_settings
 
 pytestmark = pytest.mark.integration
 MODELS = 6  # five models and the ensemble
 LEASE = "6"  # SCAN_LEASE_S for these tests: leases renewed every 1.5 s, a sweep every 5 s
-
-
-def _activate(factory, bundle) -> int:
-    with factory() as session:
-        version = register_bundle(session, bundle)
-        activate_version(session, version)
-        session.commit()
-        return version.id
 
 
 def distinct_scans(count: int, size: int = 32) -> dict[str, bytes]:
@@ -133,7 +124,7 @@ def test_whole_worker_killed_twice_mid_job_every_scan_classified_once(service, s
     finishes the job within seconds of starting, every scan classified exactly once.
     (bench/recovery.py measures the same with 400 real scans and the default SCAN_LEASE_S.)"""
     settings, factory = service
-    _activate(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     with factory() as session:
         job_id = make_job(session, settings, distinct_scans(240)).id
         # Committed and never sent, as when the web process dies between its commit and the send.
@@ -198,7 +189,7 @@ def test_poison_scan_that_kills_its_worker_each_time_fails_alone(service, start_
     """Whenever a worker is busy with one particular scan, its whole process group is killed. That
     scan ends failed with the reason after MAX_SCAN_ATTEMPTS (3) kills; the rest of the job completes."""
     settings, factory = service
-    version_id = _activate(factory, tiny_bundle)
+    version_id = activate_bundle(factory, tiny_bundle)
     with factory() as session:
         job = make_job(session, settings, distinct_scans(40))
         job_id, poison = job.id, job.scans[5].id
@@ -246,7 +237,7 @@ def test_redis_restarted_mid_job_the_job_completes(postgres_url, tmp_path, start
     redis_server = PrivateRedis(tmp_path)
     try:
         settings, factory = _service_on(tmp_path, postgres_url, redis_server.url)
-        _activate(factory, tiny_bundle)
+        activate_bundle(factory, tiny_bundle)
         with factory() as session:
             job_id = make_job(session, settings, distinct_scans(300)).id
         worker, beat = start_worker_on(settings, SCAN_LEASE_S=LEASE)
@@ -275,7 +266,7 @@ def test_postgres_stopped_20_s_mid_job_nothing_lost_and_the_web_answers_503(brok
     try:
         settings, factory = _service_on(tmp_path, postgres.url, broker_url,
                                         broker_key_prefix=f"pg-{uuid.uuid4().hex[:8]}:")
-        _activate(factory, tiny_bundle)
+        activate_bundle(factory, tiny_bundle)
         app = create_app({"env": "test", "data_dir": settings.data_dir, "database_url": settings.database_url,
                           "redis_url": broker_url, "broker_key_prefix": settings.broker_key_prefix})
         with factory() as session:
@@ -315,7 +306,7 @@ def test_training_worker_killed_mid_run_fails_the_run_and_frees_the_schedule(ser
     from tests.integration.test_worker_flow import _labelled_folder
 
     settings, factory = service
-    active_id = _activate(factory, tiny_bundle)
+    active_id = activate_bundle(factory, tiny_bundle)
     data = _labelled_folder(tmp_path / "labelled", per_class=12)
     with factory() as session:
         run = TrainingRun(trigger="manual", params={

@@ -11,20 +11,11 @@ from sqlalchemy import func, select
 
 from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
 from tasks.dispatch import WAITING_FOR_MODEL, dispatch_job, enqueue_training
-from tasks.versions import activate_version, register_bundle
 from tests.integration.worker_process import wait_for
-from tests.workers.jobdata import good_paths, make_job, scan_files
+from tests.workers.jobdata import activate_bundle, good_paths, make_job, scan_files
 
 pytestmark = pytest.mark.integration
 MODELS = {"resnet50", "vgg16", "custom_cnn", "svm", "random_forest", "ensemble"}
-
-
-def _activate(factory, bundle) -> int:
-    with factory() as session:
-        version = register_bundle(session, bundle)
-        activate_version(session, version)
-        session.commit()
-        return version.id
 
 
 def _job_done(factory, job_id: int) -> bool:
@@ -34,7 +25,7 @@ def _job_done(factory, job_id: int) -> bool:
 
 def test_job_of_good_and_bad_files_then_reupload_reuses(service, start_worker, tiny_bundle):
     settings, factory = service
-    version_id = _activate(factory, tiny_bundle)
+    version_id = activate_bundle(factory, tiny_bundle)
     files = scan_files(good=6)
     with factory() as session:
         job_id = make_job(session, settings, files).id
@@ -70,7 +61,7 @@ def test_job_of_good_and_bad_files_then_reupload_reuses(service, start_worker, t
 def test_worker_killed_mid_batch(service, start_worker, tiny_bundle, max_attempts, outcome):
     """A pool process dies mid-task: the batch is delivered again; the attempt limit bounds it."""
     settings, factory = service
-    _activate(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     with factory() as session:
         job = make_job(session, settings, {"a.png": scan_files(good=2)["study1/slice_001.png"]})
         job_id, scan_id = job.id, job.scans[0].id
@@ -112,7 +103,7 @@ def test_unloadable_bundle_fails_the_scans_and_the_job_finishes(service, start_w
     settings, factory = service
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bundle, broken)
-    version_id = _activate(factory, broken)
+    version_id = activate_bundle(factory, broken)
     (broken / "random_forest.joblib").unlink()
     worker = start_worker(MAX_SCAN_ATTEMPTS="2")
     job_id = _run_job(service, worker, {"a.png": scan_files(good=2)["study1/slice_001.png"]}, 120,
@@ -180,7 +171,7 @@ def test_embedded_filesystem_broker(service, start_worker, tiny_bundle):
     """With BROKER_URL=filesystem:// (no Redis needed) a real worker still classifies a job."""
     settings, factory = service
     settings = settings.replace(broker_url="filesystem://")
-    _activate(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     job_id = _run_job((settings, factory), start_worker(BROKER_URL="filesystem://"), scan_files(good=2),
                       180, "the job over the filesystem broker")
     with factory() as session:

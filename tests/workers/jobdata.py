@@ -48,6 +48,17 @@ def store_blob(settings: Settings, data: bytes) -> str:
     return sha
 
 
+def activate_bundle(factory, bundle: Path) -> int:
+    """Register a bundle as a model version, make it the active one; return its id."""
+    from tasks.versions import activate_version, register_bundle
+
+    with factory() as session:
+        version = register_bundle(session, bundle)
+        activate_version(session, version)
+        session.commit()
+        return version.id
+
+
 def make_job(session, settings: Settings, files: dict[str, bytes], sealed: bool = True) -> Job:
     """A committed job with one queued scan per file (blobs stored)."""
     job = Job(source="test", name="test job", sealed=sealed)

@@ -13,16 +13,7 @@ from tasks.dispatch import dispatch_job
 from tasks.leases import LeaseKeeper, renew_scan_leases
 from tasks.sweeper import (fail_dead_training_runs, resend_dead_leases, resend_lost_scans,
                            send_stranded_training_runs, sweep)
-from tasks.versions import activate_version, register_bundle
-from tests.workers.jobdata import good_paths, make_job, queued_messages, scan_files
-
-
-def _active(factory, tiny_bundle) -> int:
-    with factory() as session:
-        version = register_bundle(session, tiny_bundle)
-        activate_version(session, version)
-        session.commit()
-        return version.id
+from tests.workers.jobdata import activate_bundle, good_paths, make_job, queued_messages, scan_files
 
 
 def _job(factory, settings, count: int = 4) -> tuple[int, list[int]]:
@@ -54,7 +45,7 @@ def _age(factory, ids, **seconds_ago) -> None:
 
 
 def test_a_claim_leases_scans_and_a_duplicate_delivery_leaves_them_alone(factory, settings, tiny_bundle):
-    _active(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     _, ids = _job(factory, settings)
     first = _claim(factory, settings, ids, "task-a")
     assert [w[0] for w in first.work] == ids and not first.skipped
@@ -74,7 +65,7 @@ def test_a_claim_leases_scans_and_a_duplicate_delivery_leaves_them_alone(factory
 def test_a_redelivered_task_sends_the_scans_its_dead_delivery_held_one_by_one(factory, settings, tiny_bundle):
     """A pool process killed mid-task: its message comes back with the same task id; the scans
     it held go back to the queue one per task, so a poison scan cannot fail the others."""
-    version_id = _active(factory, tiny_bundle)
+    version_id = activate_bundle(factory, tiny_bundle)
     _, ids = _job(factory, settings)
     _claim(factory, settings, ids, "task-a")  # the delivery that died
     outcome = classify_scans(factory, settings, ids, version_id, owner="task-a")
@@ -89,7 +80,7 @@ def test_a_redelivered_task_sends_the_scans_its_dead_delivery_held_one_by_one(fa
 
 
 def test_classified_scans_drop_their_lease(factory, settings, tiny_bundle):
-    version_id = _active(factory, tiny_bundle)
+    version_id = activate_bundle(factory, tiny_bundle)
     job_id, ids = _job(factory, settings)
     classify_scans(factory, settings, ids, version_id, owner="task-a")
     scans = _scans(factory, ids)
@@ -98,7 +89,7 @@ def test_classified_scans_drop_their_lease(factory, settings, tiny_bundle):
 
 
 def test_the_lease_keeper_renews_until_stopped(factory, settings, tiny_bundle):
-    _active(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     _, ids = _job(factory, settings, count=2)
     _claim(factory, settings, ids, "task-a")
     _age(factory, ids, lease_until=-1)  # about to run out
@@ -111,7 +102,7 @@ def test_the_lease_keeper_renews_until_stopped(factory, settings, tiny_bundle):
 
 def test_sweeper_resends_scans_of_a_dead_worker_one_per_task_and_fails_spent_ones(factory, settings,
                                                                                  tiny_bundle):
-    _active(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     job_id, ids = _job(factory, settings)
     _claim(factory, settings, ids, "dead-task")
     with factory() as session:  # the first scan already used every attempt
@@ -131,7 +122,7 @@ def test_sweeper_resends_scans_of_a_dead_worker_one_per_task_and_fails_spent_one
 
 def test_sweeper_sends_scans_whose_sender_died_before_sending(factory, settings, tiny_bundle):
     """The web committed the job and died before the send: no flag, no message, no mark."""
-    _active(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     _, ids = _job(factory, settings)
     sweep(factory, settings)
     assert _sent(settings) == [], "a scan just committed may still be on its way"
@@ -147,7 +138,7 @@ def test_sweeper_resends_scans_lost_from_the_broker(factory, settings, tiny_bund
     scans that waited longer than a lease, the oldest go again; while it can, nothing is sent."""
     import redis
 
-    _active(factory, tiny_bundle)
+    activate_bundle(factory, tiny_bundle)
     job_id, ids = _job(factory, settings)
     dispatch_job(factory, job_id, settings)
     assert _sent(settings) == [ids]
