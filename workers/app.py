@@ -87,9 +87,11 @@ def create_celery(settings: Settings) -> Celery:
     """Build the Celery app for `settings` (used by workers, beat and the web for sending)."""
     broker = settings.celery_broker_url
     app = Celery(APP_NAME, broker=broker, include=list(TASK_MODULES), set_as_current=False)
-    backend = settings.redis_url if broker.startswith(("redis://", "rediss://")) else None
     app.conf.update(
-        result_backend=backend,
+        # No result backend: nothing reads task results (state lives in the database), and with
+        # one every send subscribed to the task's result channel, which took 19 s to fail while
+        # Redis was down (the web's answer waited that long).
+        result_backend=None,
         task_ignore_result=True,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="default",

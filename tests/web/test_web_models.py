@@ -69,6 +69,8 @@ def test_training_run_enqueue_and_progress(client, auth, session, broker):
     run = session.get(TrainingRun, body["id"])
     assert run.status == "queued" and run.params == {"epochs": 2, "image_size": 64} and run.trigger == "manual"
     assert queued_messages(broker, "training") == [{"task": "tasks.train_model", "args": [run.id], "kwargs": {}}]
+    session.refresh(run)
+    assert run.dispatched_at is not None, "marked as sent, so the sweeper does not send it again"
     progress = client.get(body["status_url"], headers=auth("viewer")).get_json()
     assert set(progress) >= {"id", "status", "stage", "progress", "error", "model_version", "created", "finished"}
     assert client.get("/api/v1/training-runs/999", headers=auth("viewer")).status_code == 404
@@ -90,3 +92,24 @@ def test_jobs_list_page(client, auth, session):
     status_page = client.get(f"/jobs/{job.id}", headers=auth("viewer")).get_data(as_text=True)
     assert f'data-status-url="/api/v1/jobs/{job.id}"' in status_page
     assert client.get("/jobs/999", headers=auth("viewer")).status_code == 404
+
+
+def test_training_run_queued_while_the_broker_is_down_is_kept_for_the_sweeper(tmp_path, migrated_sqlite):
+    """The run is committed and answered 202; unsent, it waits for the sweeper (no 500)."""
+    import shutil
+
+    from web_helpers import build_app
+
+    shutil.copy(migrated_sqlite, tmp_path / "down.db")
+    app = build_app(tmp_path, f"sqlite:///{tmp_path / 'down.db'}", redis_url="redis://127.0.0.1:1/0")
+    from web.auth import get_or_create_user, issue_token
+
+    with app.extensions["mri"].session_factory() as s:
+        token = issue_token(s, get_or_create_user(s, "boss", "admin"))
+        s.commit()
+    response = app.test_client().post("/api/v1/training-runs", json={}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202, response.get_json()
+    with app.extensions["mri"].session_factory() as s:
+        run = s.get(TrainingRun, response.get_json()["id"])
+        assert run.status == "queued" and run.dispatched_at is None
+    app.extensions["mri"].engine.dispose()

@@ -26,6 +26,7 @@ def test_reliability_settings_queues_and_routes(tmp_path):
     assert conf.broker_url == "redis://h:1/3"
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.task_ignore_result
     assert conf.worker_prefetch_multiplier == 1
+    assert conf.result_backend is None  # state lives in the database; sends never wait on results
     assert conf.broker_transport_options["visibility_timeout"] == 7200
     assert sorted(q.name for q in conf.task_queues) == ["default", "inference", "training"]
     assert conf.task_default_queue == "default"

@@ -74,7 +74,12 @@ def create_training_run() -> tuple[Response, int, dict[str, str]]:
                            detail={"params": run.params}))
     session.commit()
     use_celery()
-    enqueue_training(run.id, app_state().settings)
+    state = app_state()
+    try:
+        enqueue_training(run.id, state.settings, state.session_factory)
+    except Exception as exc:  # committed and not marked as sent: the sweeper sends it later
+        logger.warning("training run %s could not be sent now (%s: %s); the sweeper sends it once the "
+                       "broker answers", run.id, type(exc).__name__, exc)
     url = url_for("api.training_run", run_id=run.id)
     return jsonify(id=run.id, status_url=url), 202, {"Location": url}
 
