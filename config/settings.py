@@ -51,6 +51,9 @@ class Settings:
     # A running training run whose worker stopped renewing this lease is marked failed.
     training_lease_s: int = 300
     retrain_schedule: str = "0 3 * * 0"
+    # A trained candidate is promoted only if its ensemble accuracy and macro-F1 on the fixed
+    # evaluation split are each at most this much below the active version's, on the same scans.
+    promotion_tolerance: float = 0.005
     task_visibility_timeout_s: int = 6 * 3600
     session_cookie_secure: bool = False
     login_rate_limit: str = "10 per minute"
@@ -97,6 +100,19 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) 
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:  # also refuses nan
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {raw!r}")
     return value
 
 
@@ -166,6 +182,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         scan_lease_s=_int(environ, "SCAN_LEASE_S", 60, minimum=5),
         training_lease_s=_int(environ, "TRAINING_LEASE_S", 300, minimum=10),
         retrain_schedule=environ.get("RETRAIN_SCHEDULE", "0 3 * * 0"),
+        promotion_tolerance=_float(environ, "PROMOTION_TOLERANCE", 0.005, 0.0, 1.0),
         task_visibility_timeout_s=_int(environ, "TASK_VISIBILITY_TIMEOUT_S", 6 * 3600, minimum=60),
         session_cookie_secure=_bool(environ, "SESSION_COOKIE_SECURE", False),
         login_rate_limit=environ.get("LOGIN_RATE_LIMIT") or "10 per minute",

@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy 2.0 tables: jobs, scans, predictions, model versions, training runs, users."""
+"""Typed SQLAlchemy 2.0 tables: jobs, scans, predictions, reviews, model versions, training runs, users."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -138,6 +138,11 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="candidate", index=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who made it active last (None: a training run's gate, or register-model --activate).
+    activated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Its latest figures on the fixed evaluation split (tasks.gate): scored as served.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    activated_by_user: Mapped[User | None] = relationship(foreign_keys=[activated_by])
 
 
 class TrainingRun(Base):
@@ -161,10 +166,31 @@ class TrainingRun(Base):
     # When the run was last handed to the broker, and until when its worker's lease holds.
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the run trained on: folder files, reviewed scans, overrides, evaluation split size.
+    data_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The promotion gate's verdict: promoted, reason, both versions' figures, evaluation size.
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Review(Base):
+    """A reviewer's label for a scan; the latest one not withdrawn is the scan's current review."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    label: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when withdrawn; the previous review (if any) is current again.
+    withdrawn: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawn_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user: Mapped[User | None] = relationship(foreign_keys=[user_id])
+    withdrawn_by_user: Mapped[User | None] = relationship(foreign_keys=[withdrawn_by])
 
 
 class AuditEvent(Base):
-    """Who did what, when: uploads, activations, token creation, retraining."""
+    """Who did what, when: uploads, reviews, activations, token creation, retraining."""
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(primary_key=True)

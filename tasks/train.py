@@ -1,4 +1,5 @@
-"""tasks.train_model / tasks.scheduled_retrain: train a bundle, register it, gate, promote, dispatch."""
+"""tasks.train_model / tasks.scheduled_retrain: gather the pool, train a bundle, register it, gate, promote,
+dispatch."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from celery import shared_task
 from sqlalchemy import select
@@ -17,8 +18,11 @@ from db.base import utcnow
 from db.models import ModelVersion, TrainingRun
 from tasks import runtime
 from tasks.dispatch import dispatch_waiting_jobs
+from tasks.gate import Decision, evaluate_and_decide
 from tasks.leases import LeaseKeeper, lease_expiry, renew_run_lease
-from tasks.versions import activate_version, active_version, ensemble_accuracy, register_bundle
+from tasks.reviews import reviewed_items
+from tasks.runtime import resolve_precision
+from tasks.versions import activate_version, active_version, register_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,8 @@ logger = logging.getLogger(__name__)
 ALLOWED_PARAMS = ("models", "epochs", "image_size", "batch_size", "backbone_weights", "seed", "views",
                   "cnn_variant", "cnn_epochs", "val_fraction")
 _LOG_LINES = 300
+# Share of a run's progress bar for training; the gate's scoring takes the rest.
+_TRAINING_SHARE = 0.9
 _PROGRESS_EVERY_S = 2.0
 
 
@@ -97,19 +103,6 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any
                         **{k: v for k, v in params.items() if k in names})
 
 
-def gate(candidate: ModelVersion, active: ModelVersion | None) -> tuple[bool, str]:
-    """Promote when there is no active version or the candidate's ensemble accuracy is not lower."""
-    if active is None:
-        return True, "no active version"
-    new, old = ensemble_accuracy(candidate.metrics), ensemble_accuracy(active.metrics)
-    if new is None:
-        return False, "candidate has no validation ensemble accuracy"
-    if old is None:
-        return True, f"candidate {new:.4f}; active version {active.id} has no recorded accuracy"
-    verdict = "promoted" if new >= old else "kept active"
-    return new >= old, f"{verdict}: candidate {new:.4f} vs active version {active.id} {old:.4f}"
-
-
 def run_training(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
     """Train, register, gate and maybe activate for one TrainingRun; return the new version id.
 
@@ -146,34 +139,66 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
+def _scaled(progress: ProgressWriter, start: float, width: float) -> Callable[[str, float, str], None]:
+    """A progress callback mapping a stage's 0..1 onto start..start+width of the run."""
+    return lambda stage, fraction, message: progress(stage, start + width * fraction, message)
+
+
+def gather_pool(session_factory: sessionmaker[Session], settings: Settings, data: str | Path) -> Any:
+    """The run's pool: the labelled folder plus every scan with a current review, by content."""
+    from training.datasets import list_labelled
+    from training.pool import build_pool
+
+    with session_factory() as session:
+        reviewed, missing = reviewed_items(session, settings.uploads_dir)
+    pool = build_pool(list_labelled(data), reviewed)
+    pool.summary["reviewed_missing"] = missing
+    return pool
+
+
 def _train_and_register(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
-    """The body of a run once leased: train the bundle, register it, gate, maybe activate."""
+    """The body of a run once leased: gather the pool, train, register, gate, maybe activate."""
     from training.recipe import train_bundle
 
     progress = ProgressWriter(session_factory, run_id)
+    promote = False
     try:
         with session_factory() as session:
             run = session.get(TrainingRun, run_id)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             out_dir = settings.bundles_dir / f"{stamp}-run{run_id}"
             options = training_options(run, settings, out_dir)
+        pool = gather_pool(session_factory, settings, options.data)
+        counts = pool.summary
+        progress.pending.append(
+            f"{datetime.now(timezone.utc):%H:%M:%S} [pool] {counts['folder_files']} folder files, "
+            f"{counts['reviewed_scans']} reviewed scans ({counts['overrides']} overriding a folder label); "
+            f"{counts['evaluation']} held out for evaluation, {counts['train_pool']} to train on")
+        progress.write(data_summary=dict(counts))
         settings.bundles_dir.mkdir(parents=True, exist_ok=True)
         progress("start", 0.0, f"training into {out_dir}")
-        train_bundle(options, progress)
+        train_bundle(options, _scaled(progress, 0.0, _TRAINING_SHARE), items=pool.train,
+                     evaluation_held_out=True)
         with session_factory() as session:
             version = register_bundle(session, out_dir, training_run_id=run_id)
-            promote, reason = gate(version, active_version(session))
-            if promote:
-                activate_version(session, version)
+            active = active_version(session)
+            candidate = (version.id, version.bundle_path)
+            current = (active.id, active.bundle_path) if active is not None and active.id != version.id else None
+            session.commit()
+        decision = evaluate_and_decide(
+            candidate, current, pool.evaluation, settings.promotion_tolerance,
+            precision=resolve_precision(settings.inference_precision), batch_size=settings.inference_batch_size,
+            rule=str(counts["evaluation_rule"]), progress=_scaled(progress, _TRAINING_SHARE, 1 - _TRAINING_SHARE))
+        with session_factory() as session:
+            version_id, promote = _record_decision(session, run_id, candidate[0], current, decision)
             run = session.get(TrainingRun, run_id)
             run.status, run.stage, run.progress, run.finished = "succeeded", "done", 1.0, utcnow()
             run.lease_until = None
-            progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [gate] {reason}")
+            progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [gate] {decision.reason}")
             run.log = "\n".join(((run.log.splitlines() if run.log else []) + progress.pending)[-_LOG_LINES:])
             progress.pending = []
-            version_id = version.id
             session.commit()
-        logger.info("training run %s → model version %s (%s)", run_id, version_id, reason)
+        logger.info("training run %s → model version %s (%s)", run_id, version_id, decision.reason)
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
         progress.write(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utcnow(),
@@ -182,6 +207,32 @@ def _train_and_register(session_factory: sessionmaker[Session], settings: Settin
     if promote:
         dispatch_waiting_jobs(session_factory, settings)
     return version_id
+
+
+def _record_decision(session: Session, run_id: int, candidate_id: int, compared: tuple[int, Any] | None,
+                     decision: Decision) -> tuple[int, bool]:
+    """Store the decision on the run and each version's evaluation figures; activate when promoted.
+
+    A version activated by someone else while the gate ran makes the comparison stale: the
+    candidate then stays a candidate.
+    """
+    version = session.get(ModelVersion, candidate_id)
+    compared_id = compared[0] if compared else None
+    scored_at = utcnow().isoformat(timespec="seconds")
+    for figures, version_id in ((decision.candidate, candidate_id), (decision.active, compared_id)):
+        target = session.get(ModelVersion, version_id) if version_id is not None else None
+        if target is not None and figures and "error" not in figures:
+            target.evaluation = {**figures, "run": run_id, "at": scored_at, "rule": decision.rule}
+    now_active = active_version(session)
+    now_active_id = now_active.id if now_active is not None else None
+    if decision.promoted and now_active_id != compared_id:
+        decision.promoted = False
+        decision.reason = (f"not promoted: version {now_active_id} was activated while the gate compared "
+                           f"with version {compared_id}; the gate said: {decision.reason}")
+    if decision.promoted:
+        activate_version(session, version)
+    session.get(TrainingRun, run_id).decision = decision.as_json()
+    return version.id, decision.promoted
 
 
 def create_scheduled_run(session_factory: sessionmaker[Session], settings: Settings) -> int | None:

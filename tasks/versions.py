@@ -22,15 +22,6 @@ def active_version(session: Session) -> ModelVersion | None:
     ).scalars().first()
 
 
-def ensemble_accuracy(metrics: dict[str, Any] | None) -> float | None:
-    """The ensemble's validation accuracy from a manifest's validation_metrics, if recorded."""
-    if not metrics:
-        return None
-    entry = metrics.get("ensemble", metrics)
-    value = entry.get("accuracy") if isinstance(entry, dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def backbone_summary(manifest: dict[str, Any]) -> tuple[str, str | None]:
     """(mode, sha256) of the backbone weights a bundle was trained from ("none" without backbones)."""
     weights = manifest.get("backbone_weights") or {}
@@ -71,8 +62,8 @@ def register_bundle(session: Session, bundle_dir: str | Path, training_run_id: i
     return version
 
 
-def activate_version(session: Session, version: ModelVersion) -> ModelVersion:
-    """Make `version` the active one; the previously active version becomes retired."""
+def activate_version(session: Session, version: ModelVersion, user_id: int | None = None) -> ModelVersion:
+    """Make `version` the active one (by `user_id`; None: the gate or the CLI); the previous one is retired."""
     others = session.execute(
         select(ModelVersion).where(ModelVersion.status == "active", ModelVersion.id != version.id)
         .with_for_update()).scalars().all()
@@ -80,7 +71,7 @@ def activate_version(session: Session, version: ModelVersion) -> ModelVersion:
         other.status = "retired"
     if version.status != "active":
         version.status = "active"
-        version.activated = utcnow()
+        version.activated, version.activated_by = utcnow(), user_id
     session.flush()
     logger.info("activated model version %s; retired %s", version.id, [o.id for o in others] or "none")
     return version

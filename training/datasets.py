@@ -33,11 +33,16 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One labelled file: a path, or "archive.zip::member"; its class; its SHA-256."""
+    """One labelled file: a path, or "archive.zip::member"; its class; its SHA-256.
+
+    `frame` picks one frame of a multi-frame file (a reviewed scan is one frame); None
+    takes every frame.
+    """
 
     source: str
     label: str
     sha256: str
+    frame: int | None = None
 
 
 def is_scan_name(name: str) -> bool:
@@ -236,6 +241,14 @@ def load_image_array(
             logger.warning("skipping %s: %s", item.source, exc)
             failed.add(index)
             return
+        if item.frame is not None:
+            if item.frame >= len(scans):
+                if on_error == "raise":
+                    raise DecodeError(f"{item.source}: frame {item.frame} not found ({len(scans)} frame(s))")
+                logger.warning("skipping %s: frame %d not found", item.source, item.frame)
+                failed.add(index)
+                return
+            scans = [scans[item.frame]]
         out[index] = resize_image(scans[0].image, image_size)
         if len(scans) > 1:
             extra[index] = [resize_image(scan.image, image_size) for scan in scans[1:]]

@@ -87,3 +87,71 @@ def evaluate_bundle(
     if progress is not None:
         progress("evaluate", 1.0, f"wrote {out / METRICS_FILE}")
     return metrics
+
+
+def score_bundles(
+    bundles: dict[str, str | Path],
+    items: list,
+    precision: str = "float32",
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> dict[str, dict]:
+    """Score each bundle on the same labelled items through the inference engine, as served.
+
+    Returns {name: {"models": {model or 'ensemble': metrics}, "size": n}} or, for a bundle that
+    cannot be scored (unknown class, load failure), {name: {"error": reason}}. Only items that
+    decode for every bundle count, so every figure is over the very same scans.
+    """
+    from models.bundle import verify_bundle
+    from models.engine import InferenceEngine
+    from training.datasets import load_image_array
+    from training.metrics import classification_metrics
+
+    manifests: dict[str, dict] = {}
+    results: dict[str, dict] = {}
+    for name, path in bundles.items():
+        try:
+            manifest = verify_bundle(path)
+            _labels_for(items, [], [str(c) for c in manifest["classes"]])
+        except Exception as exc:  # a bundle that cannot be scored is reported, not fatal
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        manifests[name] = manifest
+    # Decode once per image size; an item counts only where it decoded at every size.
+    decoded: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for manifest in manifests.values():
+        size = int(manifest["image_size"])
+        if size not in decoded:
+            decoded[size] = load_image_array(items, size, on_error="skip")
+    common = set(range(len(items)))
+    for _, kept in decoded.values():
+        common &= set(kept)
+    for name, manifest in manifests.items():
+        classes = [str(c) for c in manifest["classes"]]
+        images, kept = decoded[int(manifest["image_size"])]
+        # One row per item: multi-frame files without a chosen frame count by their first frame.
+        rows = {}
+        for row, index in enumerate(kept):
+            if index in common and index not in rows:
+                rows[index] = row
+        order = sorted(rows)
+        if not order:
+            results[name] = {"error": f"none of the {len(items)} evaluation scans could be decoded"}
+            continue
+        y_true = _labels_for(items, order, classes)
+        step = list(manifests).index(name)
+        try:
+            engine = InferenceEngine.from_bundle(bundles[name], precision=precision, batch_size=batch_size)
+            # One overall fraction across the bundles, each its own share.
+            report = None if progress is None else (
+                lambda stage, fraction, message, name=name, step=step: progress(
+                    stage, (step + fraction) / len(manifests), f"{name}: {message}"))
+            probs = engine_probabilities(engine, images[[rows[i] for i in order]], report)
+        except Exception as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        names = [n for n in engine.model_names if n in probs] + ["ensemble"]
+        results[name] = {"models": {n: classification_metrics(y_true, probs[n], classes) for n in names},
+                         "size": len(order)}
+        del engine  # one engine in memory at a time
+    return results

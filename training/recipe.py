@@ -12,11 +12,15 @@ import numpy as np
 from models import ESTIMATOR_NAMES, MODEL_NAMES
 from training.cnn import CnnSchedule
 from training.cnn_variants import CNN_VARIANTS
+from training.datasets import list_labelled
+from training.pool import EVALUATION_RULE
 from training.progress import ProgressFn, StagedProgress, format_epoch_logs
 
 log = logging.getLogger(__name__)
 
 TRANSFER_ARCHES = ("resnet50", "vgg16")
+# Beside manifest.json: what the bundle was trained and validated on, one line per item.
+DATASET_LIST = "dataset.tsv"
 # Forward GFLOP per 224 px image (multiply-add = 2); used only to weigh progress stages.
 _GFLOP_224 = {"resnet50": 7.7, "vgg16": 30.7, "custom_cnn": 1.3}
 
@@ -77,6 +81,8 @@ class _Split:
     encoder: object
     fingerprint: str
     counts: dict = field(default_factory=dict)
+    # (sha256, frame, label, "train" | "validation") of every item: the bundle's dataset.tsv
+    listing: list = field(default_factory=list)
 
 
 def validate_options(options: TrainOptions) -> None:
@@ -139,6 +145,9 @@ def load_split(options: TrainOptions, report, items: list | None = None) -> _Spl
     if len(x_train) == 0 or len(x_val) == 0:
         raise TrainingError("no decodable images left on one side of the split")
     report(1.0, f"decoded {len(x_val)} validation images")
+    listing = [(i.sha256, i.frame, i.label, side) for side, subset in (("train", train_items),
+                                                                       ("validation", val_items))
+               for i in subset]
     return _Split(
         x_train, y_train, x_val, y_val,
         classes=[str(c) for c in encoder.classes_],
@@ -146,6 +155,7 @@ def load_split(options: TrainOptions, report, items: list | None = None) -> _Spl
         fingerprint=dataset_fingerprint(items),
         counts={"files": len(items), "train": int(len(x_train)), "validation": int(len(x_val)),
                 "skipped_undecodable": skipped_train + skipped_val},
+        listing=listing,
     )
 
 
@@ -169,8 +179,15 @@ def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, f
     return costs
 
 
-def train_bundle(options: TrainOptions, progress: ProgressFn | None = None) -> dict:
-    """Train the selected models, fit ensemble weights on validation, save and return the manifest."""
+def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, items: list | None = None,
+                 evaluation_held_out: bool = False) -> dict:
+    """Train the selected models, fit ensemble weights on validation, save and return the manifest.
+
+    `items` (LabelledImage) replaces listing `options.data` (a run's pool of folder files and
+    reviewed scans). With `evaluation_held_out` the items must hold nothing of the fixed
+    evaluation split (training.pool); the bundle records that, and lists what it trained on
+    in dataset.tsv.
+    """
     import keras
 
     from models.backbones import resolve_backbone_weights
@@ -189,9 +206,13 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None) -> d
                for arch in TRANSFER_ARCHES if arch in models}
     keras.utils.set_random_seed(options.seed)
 
+    if evaluation_held_out:
+        from training.pool import check_disjoint
+
+        check_disjoint(items if items is not None else list_labelled(options.data))
     prelim = StagedProgress({"load": 1.0}, progress)
     t0 = time.perf_counter()
-    split = load_split(options, prelim.stage("load"))
+    split = load_split(options, prelim.stage("load"), items)
     timings["load"] = time.perf_counter() - t0
     staged = StagedProgress(_stage_costs(options, len(split.x_train), len(split.x_val)), progress)
     staged("load", 1.0, f"loaded {len(split.x_train) + len(split.x_val)} images")
@@ -264,17 +285,34 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None) -> d
         "views": options.views,
         "val_fraction": options.val_fraction,
         "dataset": split.counts,
+        "evaluation_split": {"rule": EVALUATION_RULE, "held_out": evaluation_held_out},
         "training": details,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     staged("save", 0.0, f"saving bundle to {options.out}")
     saved = save_bundle(options.out, networks=networks, estimators=estimators,
                         label_encoder=split.encoder, manifest=manifest)
+    write_dataset_list(Path(options.out) / DATASET_LIST, split.listing)
     plot_dir = Path(options.out) / "plots"
     plot_dir.mkdir(exist_ok=True)
     plot_training_history(histories, plot_dir / "training_history.png")
     staged("save", 1.0, f"bundle saved in {time.perf_counter() - started:.0f} s")
     return saved
+
+
+def write_dataset_list(path: Path, listing: list) -> None:
+    """dataset.tsv: sha256, frame (empty: every frame), label and side of each item, sorted."""
+    lines = ["sha256\tframe\tlabel\tsplit"]
+    lines += [f"{sha}\t{'' if frame is None else frame}\t{label}\t{side}"
+              for sha, frame, label, side in sorted(listing, key=lambda row: (row[0], row[1] or 0, row[3]))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_dataset_list(path: Path) -> list[dict[str, str]]:
+    """The rows of a bundle's dataset.tsv as dicts (sha256, frame, label, split)."""
+    header, *rows = path.read_text().splitlines()
+    names = header.split("\t")
+    return [dict(zip(names, row.split("\t"))) for row in rows]
 
 
 def _weights_manifest(spec: str, weights: dict) -> dict:

@@ -38,6 +38,10 @@ ROUTE_ROLES: dict[str, str] = {
     "api.job_status": "viewer",
     "api.job_results": "viewer",
     "api.results": "viewer",
+    # scans and reviews
+    "api.scan": "viewer",
+    "api.review_scan": "reviewer",
+    "api.withdraw_scan_review": "reviewer",
     # models and training
     "api.list_models": "viewer",
     "api.activate_model": "reviewer",

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
-from db.models import ModelVersion, Prediction, Scan
+from db.models import ModelVersion, Prediction, Review, Scan, User
 from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
+from tasks.reviews import current_review_ids
 from web.errors import ApiError
 from web.serialize import iso
 
 # The query parameters a results query reads (the API adds `format`).
-FILTER_ARGS = ("model", "label", "min_confidence", "study", "job", "since", "until")
+FILTER_ARGS = ("model", "label", "min_confidence", "study", "job", "since", "until", "reviewed", "disagrees")
 PAGING_ARGS = ("page", "per_page", "limit", "offset")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
@@ -36,6 +37,10 @@ class ResultFilter:
     job: int | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # True: only scans with a current review; False: only scans without one.
+    reviewed: bool | None = None
+    # True: the reviewed label differs from the ensemble's; False: it agrees (reviewed scans either way).
+    disagrees: bool | None = None
     limit: int = DEFAULT_PER_PAGE
     offset: int = 0
 
@@ -52,6 +57,15 @@ def _int_arg(args: Mapping[str, str], name: str, default: int, minimum: int, max
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ApiError(400, "bad_filter", f"{name} must be {bound}, got {value}")
     return value
+
+
+def _bool_arg(args: Mapping[str, str], name: str) -> bool | None:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return None
+    if raw.lower() not in ("true", "false"):
+        raise ApiError(400, "bad_filter", f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 def _time_arg(args: Mapping[str, str], name: str) -> datetime | None:
@@ -94,14 +108,31 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
                         study=args.get("study") or None,
                         job=_int_arg(args, "job", 0, 1) if args.get("job") else None,
                         since=_time_arg(args, "since"), until=_time_arg(args, "until"),
+                        reviewed=_bool_arg(args, "reviewed"), disagrees=_bool_arg(args, "disagrees"),
                         limit=limit, offset=offset)
+
+
+_current = current_review_ids()
+_reviewer = aliased(User)
 
 
 def _base_query(flt: ResultFilter, columns: tuple) -> Select:
     query = (select(*columns).join(Scan, Scan.id == Prediction.scan_id)
+             # each row carries the scan's current review, if it has one
+             .outerjoin(_current, _current.c.scan_id == Scan.id)
+             .outerjoin(Review, Review.id == _current.c.review_id)
+             .outerjoin(_reviewer, _reviewer.id == Review.user_id)
              .where(Prediction.model_name == flt.model, Scan.status == "classified",
                     # only the version that classified the scan, so re-runs never show twice
                     Prediction.model_version_id == Scan.model_version_id))
+    if flt.reviewed is not None:
+        query = query.where(Review.id.is_not(None) if flt.reviewed else Review.id.is_(None))
+    if flt.disagrees is not None:
+        ensemble = aliased(Prediction)
+        differs = exists().where(and_(ensemble.scan_id == Scan.id, ensemble.model_name == ENSEMBLE,
+                                      ensemble.model_version_id == Scan.model_version_id,
+                                      ensemble.label != Review.label))
+        query = query.where(Review.id.is_not(None), differs if flt.disagrees else ~differs)
     if flt.label:
         query = query.where(Prediction.label == flt.label)
     if flt.min_confidence is not None:
@@ -119,13 +150,14 @@ def _base_query(flt: ResultFilter, columns: tuple) -> Select:
 
 _ROW_COLUMNS = (Scan.id, Scan.job_id, Scan.path, Scan.study, Scan.frame, Scan.classified_at, Scan.reused,
                 Prediction.model_name, Prediction.model_version_id, Prediction.label, Prediction.confidence,
-                Prediction.probabilities, Prediction.agreement)
+                Prediction.probabilities, Prediction.agreement, Review.label, _reviewer.name, Review.created)
 
 
 def _row_json(row: Any) -> dict[str, Any]:
     return {"scan_id": row[0], "job_id": row[1], "path": row[2], "study": row[3], "frame": row[4],
             "classified": iso(row[5]), "reused": row[6], "model": row[7], "model_version": row[8],
-            "label": row[9], "confidence": row[10], "probabilities": row[11], "agreement": row[12]}
+            "label": row[9], "confidence": row[10], "probabilities": row[11], "agreement": row[12],
+            "reviewed_label": row[13], "reviewed_by": row[14], "reviewed_at": iso(row[15])}
 
 
 def query_results(session: Session, flt: ResultFilter) -> dict[str, Any]:
@@ -160,7 +192,8 @@ def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["scan_id", "job_id", "path", "study", "frame", "classified", "reused", "model",
-                     "model_version", "label", "confidence", "agreement", *[f"p_{c}" for c in classes]])
+                     "model_version", "label", "confidence", "agreement", *[f"p_{c}" for c in classes],
+                     "reviewed_label", "reviewed_by", "reviewed_at"])
     yield buffer.getvalue()
     query = _base_query(flt, _ROW_COLUMNS).order_by(Scan.id.desc()).execution_options(yield_per=CSV_BATCH)
     for partition in session.execute(query).partitions(CSV_BATCH):
@@ -171,5 +204,6 @@ def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
             writer.writerow([row[0], row[1], _cell(row[2]), _cell(row[3]), row[4], iso(row[5]),
                              int(bool(row[6])), row[7], row[8], row[9], f"{row[10]:.6f}",
                              "" if row[12] is None else row[12],
-                             *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
+                             *[f"{probs[c]:.6f}" if c in probs else "" for c in classes],
+                             row[13] or "", _cell(row[14] or ""), iso(row[15]) or ""])
         yield buffer.getvalue()

@@ -1,11 +1,12 @@
-"""JSON shapes of jobs, scans, model versions and training runs (the API contract in one place)."""
+"""JSON shapes of jobs, scans, reviews, model versions and training runs (the API contract in one place)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun
+from db.models import Job, ModelVersion, Prediction, Review, Scan, TrainingRun, User
 from models import ENSEMBLE_NAME, MODEL_NAMES
+
 RUN_LOG_TAIL_CHARS = 4000
 
 
@@ -57,18 +58,52 @@ def scan_json(scan: Scan, predictions: Iterable[Prediction]) -> dict[str, Any]:
     }
 
 
-def model_version_json(version: ModelVersion) -> dict[str, Any]:
-    """GET /api/v1/models entry."""
+def _name(user: User | None) -> str | None:
+    return user.name if user is not None else None
+
+
+def review_json(review: Review | None) -> dict[str, Any] | None:
+    """One review: label, note, who and when (and who withdrew it, when)."""
+    if review is None:
+        return None
+    return {"id": review.id, "label": review.label, "note": review.note or "", "by": _name(review.user),
+            "at": iso(review.created), "withdrawn": iso(review.withdrawn),
+            "withdrawn_by": _name(review.withdrawn_by_user)}
+
+
+def scan_detail_json(scan: Scan, current: Review | None, history: Iterable[Review]) -> dict[str, Any]:
+    """GET /api/v1/scans/<id>: the scan, its predictions, its current review and every review."""
+    return {**scan_json(scan, scan.predictions), "job_id": scan.job_id, "sha256": scan.sha256,
+            "review": review_json(current), "reviews": [review_json(r) for r in history]}
+
+
+def training_data_json(version: ModelVersion, run: TrainingRun | None) -> dict[str, Any] | None:
+    """What a version was trained on: the manifest's counts plus its run's pool summary."""
+    dataset = dict((version.manifest or {}).get("dataset") or {})
+    summary = dict(run.data_summary or {}) if run is not None else {}
+    if not dataset and not summary:
+        return None
+    keys = ("folder_files", "reviewed_scans", "overrides", "relabelled", "evaluation")
+    return {"size": dataset.get("train", 0) + dataset.get("validation", 0) if dataset else None,
+            **{k: dataset[k] for k in ("train", "validation") if k in dataset},
+            **{k: summary[k] for k in keys if k in summary}}
+
+
+def model_version_json(version: ModelVersion, run: TrainingRun | None = None) -> dict[str, Any]:
+    """GET /api/v1/models entry; `run` is the training run that produced the version, if any."""
     manifest = version.manifest or {}
     weights = manifest.get("backbone_weights") or {}
     return {
         "id": version.id, "status": version.status, "digest": version.digest,
         "created": iso(version.created), "activated": iso(version.activated),
+        "activated_by": _name(version.activated_by_user),
         "bundle_path": version.bundle_path, "classes": manifest.get("classes", []),
         "image_size": manifest.get("image_size"),
         "backbone_weights": {"mode": version.backbone_weights, "sha256": version.backbone_sha256,
                              "path": weights.get("path")},
         "metrics": version.metrics or {}, "ensemble_weights": manifest.get("ensemble_weights"),
+        "evaluation": version.evaluation, "training_data": training_data_json(version, run),
+        "training_run": run.id if run is not None else None,
     }
 
 
@@ -79,4 +114,5 @@ def training_run_json(run: TrainingRun) -> dict[str, Any]:
         "progress": run.progress, "params": run.params or {}, "error": run.error or "",
         "log": (run.log or "")[-RUN_LOG_TAIL_CHARS:], "model_version": run.model_version_id,
         "created": iso(run.created), "started": iso(run.started), "finished": iso(run.finished),
+        "data_summary": run.data_summary, "decision": run.decision,
     }

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, inspect
 from db import Base
 from db.migrate import downgrade, upgrade
 
-TABLES = {"users", "api_tokens", "jobs", "scans", "predictions", "model_versions",
+TABLES = {"users", "api_tokens", "jobs", "scans", "predictions", "reviews", "model_versions",
           "training_runs", "audit_events"}
 
 

@@ -14,7 +14,6 @@ from models.bundle import BundleError
 from tasks.dispatch import BROKER_UNREACHABLE, WAITING_FOR_MODEL, dispatch_job, dispatch_waiting_jobs
 from tasks.jobs import refresh_job
 from tasks.store import insert_predictions
-from tasks.train import gate
 from tasks.versions import activate_version, active_version, register_bundle
 from tests.workers.jobdata import make_job, queued_messages, scan_files
 
@@ -219,13 +218,3 @@ def test_prediction_insert_is_idempotent(factory, settings, tiny_bundle):
         _classify_by_hand(session, scan, version.id)
         session.commit()
         assert session.scalar(select(func.count(Prediction.id))) == len(MODELS)
-
-
-def test_gate_promotes_only_when_not_worse():
-    def v(acc, id_=1):
-        return ModelVersion(id=id_, metrics={"ensemble": {"accuracy": acc}} if acc is not None else {})
-    assert gate(v(0.5), None)[0]
-    assert gate(v(0.9), v(0.9, 2))[0]
-    assert not gate(v(0.8), v(0.9, 2))[0]
-    assert gate(v(0.8), v(None, 2))[0]
-    assert not gate(v(None), v(0.9, 2))[0]

@@ -25,9 +25,13 @@ logger = logging.getLogger(__name__)
 @bp.get("/models")
 def list_models() -> Response:
     """Every registered model version, newest first, with the active one named."""
-    versions = db_session().execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()
+    session = db_session()
+    versions = session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()
+    # The run that produced each version (its pool summary); the latest one if several did.
+    runs = {run.model_version_id: run for run in session.execute(
+        select(TrainingRun).where(TrainingRun.model_version_id.is_not(None)).order_by(TrainingRun.id)).scalars()}
     active = next((v.id for v in versions if v.status == "active"), None)
-    return jsonify(models=[model_version_json(v) for v in versions], active=active)
+    return jsonify(models=[model_version_json(v, runs.get(v.id)) for v in versions], active=active)
 
 
 @bp.post("/models/<int:version_id>/activate")
@@ -37,7 +41,7 @@ def activate_model(version_id: int) -> Response:
     session = db_session()
     version = get_or_404(ModelVersion, version_id, "model version")
     previous = version.status
-    activate_version(session, version)
+    activate_version(session, version, user_id=current_user().id)
     session.add(AuditEvent(user_id=current_user().id, action="model.activate", target=f"model:{version_id}",
                            detail={"previous_status": previous}))
     session.commit()
@@ -46,7 +50,9 @@ def activate_model(version_id: int) -> Response:
     dispatched = dispatch_waiting_jobs(state.session_factory, state.settings)
     logger.info("model version %s activated by %s; %d waiting jobs dispatched",
                 version_id, current_user().name, dispatched)
-    return jsonify(model=model_version_json(version), dispatched_jobs=dispatched)
+    run = session.execute(select(TrainingRun).where(TrainingRun.model_version_id == version_id)
+                          .order_by(TrainingRun.id.desc())).scalars().first()
+    return jsonify(model=model_version_json(version, run), dispatched_jobs=dispatched)
 
 
 def _training_params(body: dict[str, Any]) -> dict[str, Any]:

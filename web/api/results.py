@@ -15,7 +15,8 @@ from web.validation import accepts_query
 @bp.get("/results")
 @accepts_query(*FILTER_ARGS, *PAGING_ARGS, "format")
 def results() -> Response:
-    """Filters: label, model (default ensemble), min_confidence, study, job, since, until; format=json|csv."""
+    """Filters: label, model (default ensemble), min_confidence, study, job, since, until, reviewed,
+    disagrees (reviewed label differs from the ensemble's); format=json|csv."""
     flt = parse_filter(request.args)
     fmt = request.args.get("format", "json")
     if fmt == "csv":
