@@ -1,7 +1,11 @@
 """Five-model inference benchmark: naive vs batched fp32 vs batched bf16, against the GEMM limit.
 
     python -m bench.inference --data DIR [--batch-size 32] [--scans 64]
-        [--bundle DIR | --backbone-weights none] [--image-size 224] [--json]
+        [--bundle DIR | --backbone-weights none] [--image-size 128] [--json]
+
+The image size is the bundle's own with --bundle, else --image-size, else the default
+training recipe's (128 px, what the service's first model is trained at); the record
+says which (`image_size`, `image_size_source`). 224 px (the reference's) is an option.
 """
 
 from __future__ import annotations
@@ -213,10 +217,12 @@ def run(args: argparse.Namespace) -> dict:
     """Run all measurements on the same scans; return the result record."""
     import keras
 
+    from bench.sizes import resolve_image_size
     from models.bundle import load_bundle
     from models.engine import InferenceEngine
     from models.precision import bfloat16_supported
 
+    image_size, size_source = resolve_image_size(args.image_size, args.bundle)
     scans = pick_scans(Path(args.data), args.scans)
     paths = [p for p, _ in scans]
     if args.bundle:
@@ -226,9 +232,9 @@ def run(args: argparse.Namespace) -> dict:
         if args.backbone_weights != "none":
             raise SystemExit("without --bundle only --backbone-weights none is supported")
         classes = sorted({c for _, c in scans})
-        images = np.stack([load_scan(p, args.image_size) for p in paths])
+        images = np.stack([load_scan(p, image_size) for p in paths])
         labels = np.array([classes.index(c) for _, c in scans])
-        bundle_f32 = bundle = fresh_bundle(args.image_size, classes, images, labels)
+        bundle_f32 = bundle = fresh_bundle(image_size, classes, images, labels)
     fp32 = InferenceEngine(bundle_f32, precision="float32", batch_size=args.batch_size)
     # Without hardware bfloat16 the arithmetic is emulated: timing it would only mislead.
     bf16_supported = bfloat16_supported()
@@ -296,6 +302,7 @@ def run(args: argparse.Namespace) -> dict:
         "naive_compiled_scans": len(compiled_paths),
         "batch_size": args.batch_size,
         "image_size": fp32.image_size,
+        "image_size_source": size_source,
         "weights": "bundle" if args.bundle else "none",
         "keras_backend": keras.backend.backend(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -318,7 +325,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gemm-seconds", type=float, default=3.0, help="time spent measuring GEMM")
     parser.add_argument("--bundle", help="trained bundle folder (otherwise fresh random weights)")
     parser.add_argument("--backbone-weights", default="none", help="only 'none' without --bundle")
-    parser.add_argument("--image-size", type=int, default=224, help="ignored with --bundle")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="fresh-weights size (default: the default recipe's, 128; 224 is the reference's); "
+                             "with --bundle only the bundle's own")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     return parser.parse_args(argv)
 

@@ -1,13 +1,18 @@
 """Whole-service throughput vs the engine's own in-process batched rate, plus status-poll latency.
 
-    python -m bench.service [--data DIR] [--scans 500] [--batch-size 32] [--image-size 224]
+    python -m bench.service [--data DIR] [--scans 500] [--batch-size 32] [--image-size 128]
                             [--bundle DIR] [--pollers 50] [--poll-interval 1.0]
 
 Starts a real web server (gunicorn), a real Celery worker (solo pool) on Redis,
 and a fresh PostgreSQL database; uploads the scans in one request, measures
-upload → job done, while `--pollers` threads poll the job's status. Then it
-measures the engine alone (same bundle, precision, batch size, same scans,
-already decoded) in this process. Prints one JSON line.
+upload → job done, while `--pollers` threads poll the job's status the way a
+client does (If-None-Match with the last ETag, so an unchanged status is a 304).
+The engine alone (same bundle, precision, batch size, same scans, already decoded)
+runs in this process before and after the service, and the better of the two is
+the reference: other processes on the machine can only slow a sample down. The
+image size is the bundle's own, else the default recipe's (128 px); the record says
+which. It also reads the worker's resident memory: after loading the bundle and a
+warm-up job, and its peak during the measured job. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import random
 import secrets
 import signal
 import socket
@@ -76,12 +82,10 @@ class Api:
         self.port, self.headers = port, {"Authorization": f"Bearer {token}"}
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str | None = None) -> tuple[int, Any]:
-        """Send one request; return (status, parsed JSON)."""
-        headers = dict(self.headers)
-        if content_type:
-            headers["Content-Type"] = content_type
+    def send(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any, http.client.HTTPMessage]:
+        """Send one request; return (status, parsed JSON or None, response headers)."""
+        headers = {**self.headers, **(headers or {})}
         try:
             self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
@@ -91,7 +95,21 @@ class Api:
             self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
         data = response.read()
-        return response.status, json.loads(data) if data else None
+        return response.status, json.loads(data) if data else None, response.headers
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, Any]:
+        """Send one request; return (status, parsed JSON)."""
+        status, answer, _ = self.send(method, path, body, {"Content-Type": content_type} if content_type else None)
+        return status, answer
+
+    def poll(self, path: str, etag: str | None) -> tuple[int, str | None]:
+        """GET a status like a client that keeps the last answer: If-None-Match with its ETag.
+
+        Returns (HTTP status, the ETag to send next time); 304 means unchanged, no body.
+        """
+        status, _, headers = self.send("GET", path, headers={"If-None-Match": etag} if etag else None)
+        return status, headers.get("ETag") or etag
 
     def upload(self, files: list[tuple[str, bytes]]) -> int:
         """POST a job; return its id."""
@@ -113,19 +131,31 @@ class Api:
             time.sleep(interval)
 
 
+POLL_OK = (200, 304)
+_offsets = random.Random(0)
+
+
+def start_offset(interval: float) -> float:
+    """When a poller starts within its first interval: people open status pages at different
+    moments, so their polls are spread out, not fired in one burst each second."""
+    return _offsets.uniform(0.0, interval)
+
+
 def poller(port: int, token: str, job_id: int, interval: float, stop: threading.Event,
-           latencies: list[float], errors: list[str]) -> None:
-    """Poll a job's status like a status page does, recording each answer's latency."""
-    api = Api(port, token)
+           latencies: list[float], errors: list[str], statuses: list[int]) -> None:
+    """Poll a job's status like a status page does (If-None-Match), recording each answer."""
+    api, etag = Api(port, token), None
+    stop.wait(start_offset(interval))
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            status, _ = api.request("GET", f"/api/v1/jobs/{job_id}")
+            status, etag = api.poll(f"/api/v1/jobs/{job_id}", etag)
         except Exception as exc:  # noqa: BLE001 - a failed poll is a measured outcome
             errors.append(repr(exc))
             continue
         latencies.append((time.perf_counter() - started) * 1000.0)
-        if status != 200:
+        statuses.append(status)
+        if status not in POLL_OK:
             errors.append(f"HTTP {status}")
         stop.wait(interval)
 
@@ -191,41 +221,55 @@ def temporary_database(admin_url: str) -> tuple[str, Any]:
     return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
 
 
-def engine_rate(bundle: Path, precision: str, batch_size: int, blobs: list[bytes], image_size: int
-                ) -> float:
-    """Scans/s of InferenceEngine.classify alone on already-decoded images, in batches."""
-    from models.engine import InferenceEngine
-    from training.decode import DecodeError, decode_bytes
+class EngineAlone:
+    """The engine in this process on the run's scans, already decoded: the rate to compare with."""
 
-    engine = InferenceEngine.from_bundle(bundle, precision=precision, batch_size=batch_size)
-    images = []
-    for data in blobs:
-        try:
-            images.append(decode_bytes(data, target_size=image_size)[0].image)
-        except DecodeError:
-            continue
-    engine.classify(images[:batch_size])  # warm-up: tracing and first-call allocation
-    started = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        engine.classify(images[start:start + batch_size])
-    return len(images) / (time.perf_counter() - started)
+    def __init__(self, bundle: Path, precision: str, batch_size: int, blobs: list[bytes], image_size: int) -> None:
+        """Load the bundle, decode the scans and warm the engine up (tracing, first-call allocation)."""
+        from models.engine import InferenceEngine
+        from training.decode import DecodeError, decode_bytes
+
+        self.engine = InferenceEngine.from_bundle(bundle, precision=precision, batch_size=batch_size)
+        self.batch_size = batch_size
+        self.images = []
+        for data in blobs:
+            try:
+                self.images.append(decode_bytes(data, target_size=image_size)[0].image)
+            except DecodeError:
+                continue
+        self.engine.classify(self.images[:batch_size])
+
+    def rate(self) -> float:
+        """Scans/s of InferenceEngine.classify on every image, in batches."""
+        started = time.perf_counter()
+        for start in range(0, len(self.images), self.batch_size):
+            self.engine.classify(self.images[start:start + self.batch_size])
+        return len(self.images) / (time.perf_counter() - started)
+
+
+def _mib_to_gib(value: float | None) -> float | None:
+    return None if value is None else round(value / 1024, 2)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the whole measurement; return the JSON record."""
     from db.migrate import upgrade
     from db.session import make_engine, make_session_factory
+    from bench.memory import process_memory, reset_peak
+    from bench.sizes import resolve_image_size
     from tasks import runtime
     from tasks.versions import activate_version, register_bundle
 
+    load_before = os.getloadavg()[0]
     precision = runtime.resolve_precision(args.precision)
+    image_size, size_source = resolve_image_size(args.image_size, args.bundle)
     work = Path(tempfile.mkdtemp(prefix="mri-bench-"))
     data_dir = work / "data"
     bundle = Path(args.bundle) if args.bundle else None
     if bundle is None:
         from tests.helpers.tiny_bundle import make_tiny_bundle  # fresh weights: speed does not depend on them
 
-        bundle = make_tiny_bundle(work / "bundle", image_size=args.image_size)
+        bundle = make_tiny_bundle(work / "bundle", image_size=image_size)
     database_url, drop_database = temporary_database(args.postgres_url)
     # A key prefix of its own: other services or test runs may share this Redis db.
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
@@ -237,8 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from web.auth import get_or_create_user, issue_token
 
         with factory() as session:
-            version = activate_version(session, register_bundle(session, bundle))
-            image_size = int(version.manifest["image_size"])
+            activate_version(session, register_bundle(session, bundle))
             token = issue_token(session, get_or_create_user(session, "bench", "admin"))
             session.commit()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "BROKER_"))}
@@ -252,24 +295,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
              "-k", "gthread", "--threads", "16", "--log-level", "info", "web:create_app()"],
             env, work / "web.log", "Booting worker"))
-        processes.append(start_process(
+        worker = start_process(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "inference,training,default",
              "--pool", args.worker_pool, "-c", str(args.worker_concurrency), "--loglevel", "INFO",
-             "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"], env, work / "worker.log", " ready."))
+             "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"], env, work / "worker.log", " ready.")
+        processes.append(worker)
         paths = pick_files(Path(args.data), args.scans, skip=args.batch_size)
         warm_paths, measured = paths[args.scans:], paths[:args.scans]
+        blobs = [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in measured]
+        # The engine alone, first sample: before the service runs, so a busy spell on a shared
+        # machine during one sample does not decide the reference.
+        alone = EngineAlone(bundle, precision, args.batch_size, [b for _, b in blobs], image_size)
+        engine_runs = [alone.rate()]
         api = Api(port, token)
         # Warm the worker (TF import, bundle load, tracing) on other scans before timing.
         api.wait_done(api.upload([(f"warm/{p.name}", p.read_bytes()) for p in warm_paths]), 900)
-        blobs = [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in measured]
+        # A solo pool runs tasks in the worker process itself: its memory is the engine's.
+        worker_loaded = process_memory(worker.pid)
+        peak_reset = reset_peak(worker.pid)
         latencies: list[float] = []
         errors: list[str] = []
+        statuses: list[int] = []
         stop = threading.Event()
         started = time.perf_counter()
         job_id = api.upload(blobs)
         uploaded = time.perf_counter() - started
         threads = [threading.Thread(target=poller, args=(port, token, job_id, args.poll_interval, stop,
-                                                         latencies, errors), daemon=True)
+                                                         latencies, errors, statuses), daemon=True)
                    for _ in range(args.pollers)]
         for thread in threads:
             thread.start()
@@ -278,27 +330,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
+        worker_job = process_memory(worker.pid)
         for process in processes:
             stop_process(process)
         processes.clear()
         engine.dispose()
-        in_process = engine_rate(bundle, precision, args.batch_size, [b for _, b in blobs], image_size)
+        engine_runs.append(alone.rate())
+        in_process = max(engine_runs)
         service = final["done"] / wall
         latencies.sort()
         p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)] if latencies else None
         return {
             "scans": len(blobs), "classified": final["done"], "failed": final["failed"],
-            "batch_size": args.batch_size, "image_size": image_size, "precision": precision,
+            "batch_size": args.batch_size, "image_size": image_size, "image_size_source": size_source,
+            "precision": precision,
             "service_wall_s": round(wall, 2), "upload_s": round(uploaded, 2),
             "service_scans_per_s": round(service, 3), "engine_scans_per_s": round(in_process, 3),
             "service_vs_engine": round(service / in_process, 3),
+            "engine_runs": [round(r, 3) for r in engine_runs],
             "pollers": args.pollers, "poll_interval_s": args.poll_interval, "polls": len(latencies),
-            "poll_errors": len(errors),
+            "polls_not_modified": statuses.count(304), "poll_errors": len(errors),
             "poll_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "poll_p95_ms": round(p95, 2) if p95 is not None else None,
             "poll_max_ms": round(latencies[-1], 2) if latencies else None,
+            # VmRSS after the bundle loaded and a warm-up job; VmHWM (peak) through the measured
+            # job, restarted before it where the kernel allows, else the peak since the worker started.
+            "worker_rss_loaded_gib": _mib_to_gib(worker_loaded.get("VmRSS")),
+            "worker_peak_job_gib": _mib_to_gib(worker_job.get("VmHWM")),
+            "worker_peak_since": "job start" if peak_reset else "worker start",
             "machine": f"{platform.machine()} {os.cpu_count()} cpus", "web_workers": args.web_workers,
             "worker_pool": args.worker_pool, "worker_concurrency": args.worker_concurrency,
+            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     finally:
         tear_down(processes, drop_database, args.redis_url, prefix, work, args.keep)
@@ -310,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of scans (searched recursively)")
     parser.add_argument("--scans", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=224, help="for the fresh-weights bundle")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="fresh-weights bundle size (default: the default recipe's, 128; 224 is the "
+                             "reference's); with --bundle only the bundle's own")
     parser.add_argument("--bundle", help="a trained bundle instead of fresh weights")
     parser.add_argument("--precision", default=os.environ.get("INFERENCE_PRECISION", "auto"),
                         choices=["auto", "float32", "bfloat16"])

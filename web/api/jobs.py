@@ -15,6 +15,7 @@ from tasks.jobs import refresh_job
 from web.api import bp
 from web.auth import current_user
 from web.blobs import BlobStager
+from web.conditional import conditional_json
 from web.errors import ApiError
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
 from web.serialize import job_json, scan_json
@@ -166,8 +167,12 @@ def close_job_route(job_id: int) -> Response:
 
 @bp.get("/jobs/<int:job_id>")
 def job_status(job_id: int) -> Response:
-    """Status and counters of one job."""
-    return jsonify(job_json(get_or_404(Job, job_id, "job")))
+    """Status and counters of one job; 304 with no body when If-None-Match names its current ETag."""
+    # The row's columns, not an ORM object: a poll reads one row and never changes it.
+    row = db_session().execute(select(*Job.__table__.columns).where(Job.id == job_id)).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"job {job_id} does not exist")
+    return conditional_json(job_json(row), request)
 
 
 @bp.get("/jobs/<int:job_id>/results")
