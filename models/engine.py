@@ -28,13 +28,35 @@ DEFAULT_BF16_NETWORKS: tuple[str, ...] = ("vgg16", "custom_cnn")
 
 def _compile_forward(model: keras.Model, image_size: int) -> Forward:
     """Return a function running `model` in inference mode, traced/compiled once."""
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         # A fixed signature with a free batch dimension: one trace serves every batch size.
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
         return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    if backend == "jax":
+        return _jax_forward(model)
     return model.predict_on_batch
+
+
+def _jax_forward(model: keras.Model) -> Forward:
+    """`model` as one jitted pure function of (weights, batch), compiled once per batch shape.
+
+    The weights are arguments, not constants folded into the program, so compiling stays
+    fast and they live once on the device; the result stays on the device until read.
+    """
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def forward(trainable, non_trainable, batch):
+        outputs, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
+        return outputs
+
+    return lambda batch: forward(trainable, non_trainable, batch)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
