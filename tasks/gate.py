@@ -77,7 +77,9 @@ def decide(candidate: dict[str, Any] | None, active: dict[str, Any] | None, acti
     if shortfalls:
         return verdict(False, f"kept active version {active_id}: candidate's ensemble "
                               f"{'; '.join(shortfalls)} ({where})")
-    return verdict(True, f"promoted over version {active_id}: ensemble {both} ({where})")
+    lower = [name for name in GATE_METRICS if candidate[name] < active[name]]
+    within = f" ({' and '.join(lower)} lower, within the tolerance)" if lower else ""
+    return verdict(True, f"promoted over version {active_id}{within}: ensemble {both} ({where})")
 
 
 def evaluate_and_decide(candidate: tuple[int, str | Path], active: tuple[int, str | Path] | None,

@@ -74,6 +74,7 @@ def test_a_first_version_is_promoted_and_an_unscorable_active_one_blocks(cnn_bun
     ((0.895, 0.900), (0.900, 0.900), 0.005, True),   # exactly the tolerance below
     ((0.894, 0.900), (0.900, 0.900), 0.005, False),  # accuracy beyond the tolerance
     ((0.950, 0.880), (0.900, 0.900), 0.005, False),  # better accuracy does not buy worse macro-F1
+    ((0.950, 0.898), (0.900, 0.900), 0.005, True),   # unless that is within the tolerance
     ((0.800, 0.800), (0.900, 0.900), 0.2, True),     # a wide tolerance
 ])
 def test_each_metric_must_hold_within_the_tolerance(candidate, active, tolerance, promoted):
@@ -82,6 +83,9 @@ def test_each_metric_must_hold_within_the_tolerance(candidate, active, tolerance
 
     decision = decide(figures(candidate, 2), figures(active, 1), 1, tolerance, 40)
     assert decision.promoted is promoted, decision.reason
+    # A candidate promoted while below on a metric says so.
+    lower = any(new < old for new, old in zip(candidate, active))
+    assert ("within the tolerance" in decision.reason) is (promoted and lower)
     assert decision.as_json()["evaluation_size"] == 40 and decision.as_json()["tolerance"] == tolerance
 
 
