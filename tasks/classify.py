@@ -23,6 +23,7 @@ from tasks.dispatch import send_scans
 from tasks.jobs import mark_started, refresh_job
 from tasks.leases import LeaseKeeper, lease_expiry, release_scan_leases, renew_scan_leases
 from tasks.store import insert_predictions, prediction_rows
+from tasks.versions import active_version
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def gave_up_reason(limit: int) -> str:
 def classify_scans(session_factory: sessionmaker[Session], settings: Settings, scan_ids: Sequence[int],
                    model_version_id: int, engine_loader: EngineLoader = runtime.engine_for,
                    owner: str | None = None) -> BatchOutcome:
-    """Classify queued scans with one model version; failures get a plain reason, the rest go on.
+    """Classify queued scans with the active model version, checked before each engine batch (the
+    task's `model_version_id` when none is active); failures get a plain reason, the rest go on.
 
     `owner` names the lease (the Celery task id; a redelivery of the same task shares it).
     The scans run in engine batches of INFERENCE_BATCH_SIZE, pipelined: while one batch
@@ -167,17 +169,35 @@ def _release_quietly(session_factory: sessionmaker[Session], owner: str, scan_id
         logger.warning("could not release the leases of task %s: %s: %s", owner, type(exc).__name__, exc)
 
 
+def _batch_version(session_factory: sessionmaker[Session], fallback_id: int) -> tuple[int, str, int | None]:
+    """(id, bundle folder, image size) of the version the next batch runs with: the active one, so
+    an activation or a rollback takes over at the next batch; the task's own when none is active."""
+    with session_factory() as session:
+        version = active_version(session) or session.get(ModelVersion, fallback_id)
+        if version is None:
+            raise ModelLoadError(f"model version {fallback_id} does not exist")
+        return version.id, version.bundle_path, int((version.manifest or {}).get("image_size") or 0) or None
+
+
+def _load_engine(engine_loader: EngineLoader, version_id: int, bundle_path: str, settings: Settings) -> Any:
+    try:
+        return engine_loader(version_id, bundle_path, settings)
+    except Exception as exc:
+        raise ModelLoadError(f"model version {version_id} could not be loaded: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
 def _run_batches(session_factory: sessionmaker[Session], settings: Settings,
                  work: list[tuple[int, str, int, str]], model_version_id: int,
                  engine_loader: EngineLoader) -> tuple[list[int], dict[int, str]]:
-    """Decode, classify and store `work` batch by batch; return (classified ids, failed reasons)."""
+    """Decode, classify and store `work` batch by batch; return (classified ids, failed reasons).
+
+    Each batch runs with the version active when it starts (`model_version_id`, the one the
+    task was sent with, when none is): a batch never mixes versions, and each batch's
+    predictions record the version that made them.
+    """
     failed: dict[int, str] = {}
-    with session_factory() as session:
-        version = session.get(ModelVersion, model_version_id)
-        if version is None:
-            raise ModelLoadError(f"model version {model_version_id} does not exist")
-        bundle_path = version.bundle_path
-        image_size = int((version.manifest or {}).get("image_size") or 0) or None
+    version_id, bundle_path, image_size = _batch_version(session_factory, model_version_id)
     size = settings.inference_batch_size
     groups = [work[i:i + size] for i in range(0, len(work), size)]
     last_use = {sha: k for k, group in enumerate(groups) for _, sha, _, _ in group}
@@ -197,13 +217,20 @@ def _run_batches(session_factory: sessionmaker[Session], settings: Settings,
         # the engine loads.
         decode_group(0)
         decode_group(1)
-        try:
-            engine = engine_loader(model_version_id, bundle_path, settings)
-        except Exception as exc:
-            raise ModelLoadError(f"model version {model_version_id} could not be loaded: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+        engine = _load_engine(engine_loader, version_id, bundle_path, settings)
         storing: Future | None = None
         for k, group in enumerate(groups):
+            if k > 0:
+                latest = _batch_version(session_factory, model_version_id)
+                if latest[0] != version_id:
+                    logger.info("model version %s is active now: batches %d-%d of this task use it instead of %s",
+                                latest[0], k + 1, len(groups), version_id)
+                    if latest[2] != image_size:  # decoded ahead for the other version's input size
+                        files.clear()
+                    version_id, bundle_path, image_size = latest
+                    decode_group(k)
+                    decode_group(k + 1)
+                    engine = _load_engine(engine_loader, version_id, bundle_path, settings)
             started = time.perf_counter()
             decode_group(k + 2)
             images, ready, group_failed = _collect(group, files)
@@ -213,7 +240,7 @@ def _run_batches(session_factory: sessionmaker[Session], settings: Settings,
             latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(group), 1)
             if storing is not None:
                 storing.result()  # one write in flight; its error fails the task (retried)
-            storing = writer.submit(_store, session_factory, model_version_id, ready, results,
+            storing = writer.submit(_store, session_factory, version_id, ready, results,
                                     group_failed, latency_ms)
             classified.extend(ready)
             failed.update(group_failed)

@@ -44,8 +44,6 @@ class RollbackDuringFirstBatch:
         return Engine()
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/classify.py does not yet take the active version at each "
-                                       "batch boundary (issue 9); remove this mark with that change")
 def test_an_older_version_activated_mid_task_takes_over_at_the_next_batch(factory, settings, tiny_bundle,
                                                                            cnn_bundle):
     files = {path: data for path, data in scan_files(good=12).items() if not path.startswith("bad/")}
