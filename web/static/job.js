@@ -44,11 +44,24 @@
     if (response.ok) renderScans((await response.json()).scans);
   }
 
+  // The status answer carries an ETag and "no-cache": the browser revalidates with
+  // If-None-Match and a 304 costs no body. While the status stays the same the page also
+  // asks less often (up to every 5 s); any change brings it back to the base rate.
+  let lastTag = null, idle = 0;
+
+  function nextDelay(job, tag) {
+    idle = tag && tag === lastTag ? idle + 1 : 0;
+    lastTag = tag;
+    const base = job.total > 2000 ? 3000 : 1000;
+    return Math.min(base * Math.pow(1.5, idle), 5000);
+  }
+
   async function poll() {
-    let job;
+    let job, tag;
     try {
       const response = await fetch(box.dataset.statusUrl, {credentials: "same-origin"});
       job = await response.json();
+      tag = response.headers.get("ETag");
       if (!response.ok) throw new Error(job.detail || response.statusText);
     } catch (error) {
       el("job-detail").hidden = false;
@@ -64,7 +77,7 @@
     el("job-detail").hidden = !job.detail;
     el("job-detail").textContent = job.detail || "";
     if (job.status === "done") { await results(); return; }
-    setTimeout(poll, job.total > 2000 ? 3000 : 1000);
+    setTimeout(poll, nextDelay(job, tag));
   }
 
   results().then(poll);
