@@ -83,6 +83,9 @@ class Scan(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64))
+    # The file's SHA-256 as the client sent it, when that differs from the stored content
+    # (a de-identified DICOM file); None: stored as sent. Resuming clients compare it.
+    sent_sha256: Mapped[str | None] = mapped_column(String(64))
     frame: Mapped[int] = mapped_column(Integer, default=0)
     path: Mapped[str] = mapped_column(String(1024))
     study: Mapped[str] = mapped_column(String(255), default="", index=True)

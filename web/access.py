@@ -37,6 +37,7 @@ ROUTE_ROLES: dict[str, str] = {
     "api.close_job_route": "uploader",
     "api.job_status": "viewer",
     "api.job_results": "viewer",
+    "api.job_files": "viewer",
     "api.results": "viewer",
     # scans and reviews
     "api.scan": "viewer",

@@ -63,6 +63,7 @@ class IncomingFile:
     blob: StagedBlob | None
     error: str = ""  # why it was not stored (a DICOM file that cannot be de-identified)
     sha256: str = ""  # of the content as sent, when it was not stored
+    sent_sha256: str = ""  # of the content as sent, when it was stored changed (de-identified)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ScanSpec:
     frame: int
     study: str
     error: str = ""  # set: the scan is failed at once with this reason
+    sent_sha256: str = ""  # the file's hash as sent, when its stored content differs
 
 
 def is_junk(path: str) -> bool:
@@ -135,13 +137,15 @@ def _stage(stager: BlobStager, stream: BinaryIO, path: str, deid: _Deidentify | 
     data = stream.read() if limit is None else stream.read(limit + 1)
     if limit is not None and len(data) > limit:
         raise OverflowError(f"more than {limit} bytes")
+    sent_sha256 = hashlib.sha256(data).hexdigest()
     try:
         data = deidentify_dicom(data, deid.salt, max_inflated_bytes=deid.max_inflated_bytes).data
     except NotDicomError:
         pass  # not DICOM either: stored as sent, and the worker fails it with its reason
     except DeidentificationError as exc:  # never stored: its scan is failed with the reason
-        return IncomingFile(path, None, error=f"not stored: {exc}", sha256=hashlib.sha256(data).hexdigest())
-    return IncomingFile(path, stager.add(io.BytesIO(data)))
+        return IncomingFile(path, None, error=f"not stored: {exc}", sha256=sent_sha256)
+    blob = stager.add(io.BytesIO(data))
+    return IncomingFile(path, blob, sent_sha256=sent_sha256 if blob.sha256 != sent_sha256 else "")
 
 
 def _plain_image(stream: BinaryIO) -> bool:
@@ -323,7 +327,8 @@ def plan_scans(incoming: Iterable[IncomingFile], max_scans: int,
             raise ApiError(413, "too_many_scans",
                            f"this request would create more than {max_scans} scans (MAX_ZIP_FILES)")
         study = (study_uid or top_folder(item.path))[:STUDY_CHARS]
-        specs.extend(ScanSpec(item.path, sha, frame, study, item.error) for frame in range(frames))
+        specs.extend(ScanSpec(item.path, sha, frame, study, item.error, item.sent_sha256)
+                     for frame in range(frames))
     return specs
 
 
@@ -342,7 +347,8 @@ def add_scans(session: Session, job: Job, specs: Sequence[ScanSpec]) -> list[Sca
             renamed[(spec.path, spec.sha256)] = path
         taken[(path, spec.frame)] = spec.sha256
         scan = Scan(job_id=job.id, sha256=spec.sha256, frame=spec.frame, path=path,
-                    study=spec.study, status="failed" if spec.error else "queued", error=spec.error)
+                    study=spec.study, status="failed" if spec.error else "queued", error=spec.error,
+                    sent_sha256=spec.sent_sha256 or None)
         session.add(scan)
         added.append(scan)
     session.flush()

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from flask import Response, jsonify, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import AuditEvent, Job, Scan
@@ -173,6 +173,20 @@ def job_status(job_id: int) -> Response:
     if row is None:
         raise ApiError(404, "not_found", f"job {job_id} does not exist")
     return conditional_json(job_json(row), request)
+
+
+@bp.get("/jobs/<int:job_id>/files")
+def job_files(job_id: int) -> Response:
+    """The files a job holds, one entry per file (not per frame) with its content hashes, so a
+    client can resume an interrupted upload without sending again what the job already has."""
+    job = get_or_404(Job, job_id, "job")
+    rows = db_session().execute(
+        select(Scan.path, Scan.study, Scan.sha256, Scan.sent_sha256, func.count(Scan.id))
+        .where(Scan.job_id == job_id).group_by(Scan.path, Scan.study, Scan.sha256, Scan.sent_sha256)
+        .order_by(Scan.path)).all()
+    files = [{"path": path, "study": study, "sha256": sha, "sent_sha256": sent or sha, "frames": frames}
+             for path, study, sha, sent, frames in rows]
+    return jsonify(id=job_id, sealed=job.sealed, status=job.status, files=files)
 
 
 @bp.get("/jobs/<int:job_id>/results")
