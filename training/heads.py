@@ -11,6 +11,9 @@ from training.progress import EpochCallback, epoch_reporter
 
 log = logging.getLogger(__name__)
 
+CONSTANT_CHANNEL_RATIO = 1e-3
+"""A feature dimension whose training std is below this share of the median std is constant."""
+
 
 @dataclass(frozen=True)
 class HeadRecipe:
@@ -26,33 +29,54 @@ class HeadRecipe:
 
 @dataclass
 class Standardizer:
-    """Per-dimension mean/std of training features (std floored so dead units stay finite)."""
+    """Per-dimension mean and inverse std of training features; constant dimensions get scale 0.
+
+    A dimension that (nearly) never varied in training carries no information the head could
+    learn, and dividing it by a floored std would multiply any later variation by ~1,000
+    into weights that were never trained on it: on unusual inputs (contrast-inverted, noise)
+    such channels fired and flipped 25-44% of a head's labels. So they are zeroed instead.
+    """
 
     mean: np.ndarray
-    std: np.ndarray
+    scale: np.ndarray
 
     @classmethod
     def fit(cls, features: np.ndarray) -> "Standardizer":
         """Fit on [N, D] features."""
         mean = features.mean(axis=0, dtype=np.float64)
         std = features.std(axis=0, dtype=np.float64)
-        floor = max(float(np.median(std)) * 1e-3, 1e-12)
-        return cls(mean.astype(np.float32), np.maximum(std, floor).astype(np.float32))
+        # "Constant" relative to the typical channel, so the test is independent of the
+        # backbone's output scale (random-init and ImageNet backbones differ by orders).
+        floor = max(float(np.median(std)) * CONSTANT_CHANNEL_RATIO, 1e-12)
+        scale = np.where(std > floor, 1.0 / np.maximum(std, floor), 0.0)
+        return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+    @property
+    def constant_channels(self) -> int:
+        """How many dimensions were constant in training (and are ignored)."""
+        return int(np.count_nonzero(self.scale == 0))
+
+    @property
+    def variance(self) -> np.ndarray:
+        """The variance a keras Normalization layer needs for the same mapping (huge where constant)."""
+        safe = np.where(self.scale > 0, self.scale, 1e-15).astype(np.float64)
+        return (1.0 / np.square(safe)).astype(np.float32)
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        """Return (features - mean) / std as float32."""
-        return ((features - self.mean) / self.std).astype(np.float32)
+        """Return (features - mean) * scale as float32 (0 for constant dimensions)."""
+        return ((features - self.mean) * self.scale).astype(np.float32)
 
 
 def fold_standardizer(head, standardizer: Standardizer, layer_name: str = "features") -> None:
-    """Fold x -> (x - mean)/std into the head's first Dense layer so it takes raw features.
+    """Fold x -> (x - mean) * scale into the head's first Dense layer so it takes raw features.
 
-    Dense((x - m)/s) = x @ (W / s[:, None]) + (b - (m/s) @ W): the same function, so the
-    assembled model (backbone -> head) needs no extra normalisation layer.
+    Dense((x - m) * k) = x @ (W * k[:, None]) + (b - (m * k) @ W): the same function, so the
+    assembled model (backbone -> head) needs no extra normalisation layer. Constant training
+    dimensions have k = 0, so their kernel rows are zero and they cannot move the output.
     """
     layer = head.get_layer(layer_name)
     kernel, bias = layer.get_weights()
-    scale = 1.0 / standardizer.std.astype(np.float64)
+    scale = standardizer.scale.astype(np.float64)
     new_kernel = kernel.astype(np.float64) * scale[:, None]
     new_bias = bias.astype(np.float64) - (standardizer.mean.astype(np.float64) * scale) @ kernel
     layer.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
@@ -103,6 +127,9 @@ def train_head(
     Returns the Keras history dict; afterwards `head` takes raw backbone features.
     """
     standardizer = Standardizer.fit(train_features)
+    if standardizer.constant_channels:
+        log.info("head: %d of %d feature dimensions were constant in training and are ignored",
+                 standardizer.constant_channels, standardizer.scale.size)
     callbacks = compile_head(head, recipe, on_epoch)
     history = head.fit(
         standardizer.apply(train_features),

@@ -89,7 +89,7 @@ def train_head_recomputing(
     standardizer_seconds = time.perf_counter() - started
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     features = backbone(inputs, training=False)
-    scaled = keras.layers.Normalization(mean=standardizer.mean, variance=np.square(standardizer.std),
+    scaled = keras.layers.Normalization(mean=standardizer.mean, variance=standardizer.variance,
                                         name="standardize")(features)
     model = keras.Model(inputs, head(scaled), name=f"{arch}_recompute")
     callbacks = compile_head(model, recipe, on_epoch)

@@ -146,3 +146,27 @@ def test_stage_costs_follow_execution_order():
     opts = TrainOptions(data=".", out=".")
     assert list(_stage_costs(opts, 100, 10)) == [
         "load", "resnet50", "vgg16", "svm", "random_forest", "custom_cnn", "ensemble", "save"]
+
+
+def test_constant_training_channels_cannot_move_a_folded_head():
+    """A channel that never varied in training is ignored, not amplified ~1,000x (issue 13)."""
+    import keras
+
+    from models.architectures import build_head
+    from training.heads import Standardizer, fold_standardizer
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(5.0, 3.0, (64, 20)).astype(np.float32)
+    raw[:, 3] = 0.25  # a dead unit: the same value on every training image
+    raw[:, 7] = 2.0 + rng.normal(0.0, 1e-6, 64).astype(np.float32)  # nearly constant
+    keras.utils.set_random_seed(0)
+    head = build_head("resnet50", 20, 4)
+    standardizer = Standardizer.fit(raw)
+    assert standardizer.constant_channels == 2
+    fold_standardizer(head, standardizer)
+    unusual = raw[:8].copy()
+    unusual[:, 3] = 40.0  # the dead unit fires on an input unlike the training images
+    unusual[:, 7] = -30.0
+    before = np.asarray(head.predict(raw[:8], verbose=0))
+    after = np.asarray(head.predict(unusual, verbose=0))
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
