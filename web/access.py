@@ -30,7 +30,10 @@ ROUTE_ROLES: dict[str, str] = {
     "pages.upload": "viewer",  # the form itself shows only to uploaders
     "pages.job_page": "viewer",
     "pages.results_page": "viewer",
-    "pages.models_page": "viewer",
+    "pages.models_page": "viewer",  # the activate / roll back buttons show to reviewers
+    "pages.training_runs_page": "viewer",  # the "queue a run" form shows to admins
+    "pages.scan_page": "viewer",  # the review control shows to reviewers
+    "pages.scan_image": "viewer",  # the scan's picture: never without a login
     # jobs and results
     "api.create_job_route": "uploader",
     "api.add_files_route": "uploader",

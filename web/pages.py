@@ -1,4 +1,8 @@
-"""Server-rendered pages: upload, job status, results with filters, model versions."""
+"""Server-rendered pages: upload, job status, results with filters, scans, model versions, training runs.
+
+The pages read the database directly for their first paint; their scripts (web/static) poll and
+write through the JSON API only, so every change goes through the API's checks and audit.
+"""
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -6,22 +10,36 @@ from urllib.parse import urlencode
 from flask import Blueprint, render_template, request
 from sqlalchemy import select
 
-from db.models import Job, ModelVersion
+from db.models import Job, ModelVersion, Scan, TrainingRun
 from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
+from tasks.reviews import allowed_labels, current_review, review_history
+from tasks.train import ALLOWED_PARAMS
+from web import formatting, scan_view, training_view
+from web.access import ROUTE_ROLES
 from web.auth import current_user, has_role
 from web.errors import ApiError
 from web.queries import FILTER_ARGS, PAGING_ARGS, parse_filter, query_results
-from web.serialize import job_json, model_version_json
+from web.serialize import job_json, model_version_json, scan_detail_json, training_run_json
 from web.state import app_state, db_session, get_or_404
 from web.validation import refuse_unknown
 
 bp = Blueprint("pages", __name__)
+RUNS_SHOWN = 50
+
+
+def can(endpoint: str) -> bool:
+    """True when the caller's role reaches what web.access.ROUTE_ROLES asks for `endpoint`."""
+    return has_role(current_user(), ROUTE_ROLES[endpoint])
 
 
 @bp.app_context_processor
 def _page_globals() -> dict:
     # The CSRF token comes from Flask-WTF's csrf_token() in the templates.
-    return {"user": current_user() if request else None}
+    return {"user": current_user() if request else None, "can": can}
+
+
+bp.add_app_template_filter(formatting.when, "when")
+bp.add_app_template_filter(formatting.figure, "figure")
 
 
 @bp.get("/")
@@ -62,7 +80,52 @@ def results_page() -> str:
 
 @bp.get("/models")
 def models_page() -> str:
-    """Model versions: status, backbone weights, validation metrics; reviewers can activate."""
-    versions = db_session().execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()
-    return render_template("models.html", versions=[model_version_json(v) for v in versions],
-                           can_activate=has_role(current_user(), "reviewer"))
+    """Every version with its evaluation figures beside the active one's; reviewers activate or roll back."""
+    session = db_session()
+    versions = session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().all()
+    # The run that produced each version (its pool summary); the latest one if several did.
+    runs = {run.model_version_id: run for run in session.execute(
+        select(TrainingRun).where(TrainingRun.model_version_id.is_not(None)).order_by(TrainingRun.id)).scalars()}
+    shown = [model_version_json(v, runs.get(v.id)) for v in versions]
+    active = next((v for v in shown if v["status"] == "active"), None)
+    return render_template("models.html", versions=shown, active=active,
+                           reports={v["id"]: training_view.evaluation_report(v) for v in shown},
+                           can_activate=can("api.activate_model"))
+
+
+@bp.get("/training-runs")
+def training_runs_page() -> str:
+    """Queued and running runs with live progress, finished ones with the gate's decision."""
+    session = db_session()
+    runs = session.execute(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(RUNS_SHOWN)).scalars().all()
+    names = training_view.user_names(session, [r.user_id for r in runs])
+    return render_template("training_runs.html",
+                           runs=[{**training_view.run_view(training_run_json(r)), "queued_by": names.get(r.user_id)}
+                                 for r in runs],
+                           can_queue=can("api.create_training_run"),
+                           fields=training_view.param_fields(ALLOWED_PARAMS))
+
+
+@bp.get("/scans/<int:scan_id>")
+def scan_page(scan_id: int) -> str:
+    """One scan: its picture, every model's probabilities, the ensemble, its review, its neighbours."""
+    session = db_session()
+    scan = get_or_404(Scan, scan_id, "scan")
+    review = current_review(session, scan_id)
+    detail = scan_detail_json(scan, review, review_history(session, scan_id))
+    user = current_user()
+    picture, picture_error = scan_view.picture_info(app_state().settings, scan)
+    return render_template(
+        "scan.html", scan=detail, job=job_json(scan.job), model_names=MODEL_NAMES,
+        neighbours=scan_view.neighbours(session, scan), labels=allowed_labels(session, scan),
+        version=session.get(ModelVersion, scan.model_version_id) if scan.model_version_id else None,
+        picture=picture, picture_error=picture_error, can_review=can("api.review_scan"),
+        can_withdraw=review is not None and can("api.withdraw_scan_review") and (
+            review.user_id == user.id or has_role(user, "admin")))
+
+
+@bp.get("/scans/<int:scan_id>/image")
+def scan_image(scan_id: int):
+    """The scan's picture as PNG (logged-in users only): its own window, or ?center=&width= in its values."""
+    scan = get_or_404(Scan, scan_id, "scan")
+    return scan_view.image_response(app_state().settings, scan, request)

@@ -11,6 +11,14 @@
     return td;
   }
 
+  function scanCell(scan) {  // the path, linked to the scan's own page
+    const td = document.createElement("td"), link = document.createElement("a");
+    link.href = `/scans/${scan.id}`;
+    link.textContent = scan.path + (scan.frame ? ` [${scan.frame}]` : "");
+    td.append(link);
+    return td;
+  }
+
   function statusCell(scan) {
     const td = document.createElement("td"), badge = document.createElement("span");
     badge.className = "status " + scan.status;
@@ -25,7 +33,7 @@
     for (const scan of scans) {
       const tr = document.createElement("tr");
       const ens = scan.ensemble || {};
-      tr.append(cell(scan.path + (scan.frame ? ` [${scan.frame}]` : "")), cell(scan.study),
+      tr.append(scanCell(scan), cell(scan.study),
                 statusCell(scan),
                 cell(ens.label, "label"), cell(ens.confidence !== undefined ? ens.confidence.toFixed(3) : ""),
                 cell(ens.agreement !== undefined && ens.agreement !== null ? `${ens.agreement}/${names.length}` : ""));

@@ -1,0 +1,143 @@
+"""A stored scan as a PNG for the scan page: DICOM in its own window, or a window/level the viewer picks.
+
+The default picture is exactly what the decoder hands the models (training.decode: a DICOM's
+WindowCenter/WindowWidth, else its 0.5-99.5 percentile range). A chosen window of a grayscale
+DICOM is applied to the rescaled stored values (RescaleSlope/Intercept), not to the 8-bit
+picture, so widening it shows detail the default window clipped; other images are windowed on
+their 0-255 values.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from config.storage import blob_path
+from training.decode import DecodeError, decode_bytes, sniff_format
+
+# The same robust range the decoder uses when a DICOM names no window.
+_PERCENTILE_WINDOW = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One scan's pixels for display: grayscale DICOM values or an 8-bit RGB image, and its window."""
+
+    values: np.ndarray  # float64, HxW (DICOM grayscale) or HxWx3 (anything else, 0..255)
+    default_image: np.ndarray  # uint8 HxWx3: what the models saw before resizing
+    center: float  # the default window
+    width: float
+    low: float  # the value range, for the page's sliders
+    high: float
+    invert: bool = False  # MONOCHROME1: low values are white
+    dicom: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.default_image.shape[1]), int(self.default_image.shape[0])
+
+
+def load_picture(uploads_dir: Path, sha256: str, frame: int, max_pixels: int | None) -> Picture:
+    """Decode a stored blob's frame; FileNotFoundError when the blob is gone, DecodeError when unreadable."""
+    data = blob_path(uploads_dir, sha256).read_bytes()
+    scans = decode_bytes(data, max_pixels=max_pixels)
+    image = scans[frame].image if 0 <= frame < len(scans) else scans[0].image
+    kind = sniff_format(data)
+    # No known magic: decode_bytes read it as a DICOM without its preamble.
+    invert = _gray_dicom(data, force=kind is None) if kind in (None, "dicom") else None
+    if invert is not None:
+        return _dicom_picture(data, frame, image, invert=invert)
+    values = image.astype(np.float64)
+    return Picture(values=values, default_image=image, center=127.5, width=255.0, low=0.0, high=255.0)
+
+
+def _gray_dicom(data: bytes, force: bool) -> bool | None:
+    """For a grayscale DICOM: whether it is MONOCHROME1 (inverted); None for anything else."""
+    import pydicom  # noqa: PLC0415 - only when a DICOM is shown
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=force)
+    except Exception:  # not DICOM after all: decode_bytes already read it as something else
+        return None
+    if "Rows" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    return photometric == "MONOCHROME1"
+
+
+def _dicom_picture(data: bytes, frame: int, image: np.ndarray, invert: bool) -> Picture:
+    import pydicom  # noqa: PLC0415
+
+    # decode_bytes has already checked this file's size limits and that its pixels decode.
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    pixels = ds.pixel_array
+    frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    if frames > 1:
+        pixels = pixels[min(max(frame, 0), frames - 1)]
+    slope = _number(ds, frame, "PixelValueTransformationSequence", "RescaleSlope", 1.0)
+    intercept = _number(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
+    values = pixels.astype(np.float64) * slope + intercept
+    low, high = float(values.min()), float(values.max())
+    center = _number(ds, frame, "FrameVOILUTSequence", "WindowCenter", None)
+    width = _number(ds, frame, "FrameVOILUTSequence", "WindowWidth", None)
+    if center is None or width is None or width <= 0:
+        p_low, p_high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+        center, width = (p_low + p_high) / 2.0, max(p_high - p_low, 1.0)
+    return Picture(values=values, default_image=image, center=center, width=width, low=low,
+                   high=max(high, low + 1.0), invert=invert, dicom=True)
+
+
+def _number(ds, frame: int, group: str, keyword: str, default: float | None) -> float | None:
+    """A numeric attribute from the top level, else the frame's or the shared functional group."""
+    value = ds.get(keyword)
+    if value is None:
+        for container, item in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+            seq = ds.get(container)
+            if seq is not None and len(seq) > item and group in seq[item] and len(seq[item][group]) > 0:
+                value = seq[item][group][0].get(keyword)
+                if value is not None:
+                    break
+    if value is None or value == "":
+        return default
+    if not isinstance(value, (str, int, float)):
+        try:
+            value = value[0]  # several windows offered: the first is the primary one
+        except (TypeError, IndexError):
+            return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def windowed(picture: Picture, center: float | None, width: float | None) -> np.ndarray:
+    """uint8 pixels: the default picture when no window is given, else values mapped through it."""
+    if center is None and width is None:
+        return picture.default_image
+    center = picture.center if center is None else center
+    width = max(picture.width if width is None else width, 1e-6)
+    low = center - width / 2.0
+    scaled = np.clip((picture.values - low) * (255.0 / width), 0.0, 255.0)
+    out = np.rint(scaled).astype(np.uint8)
+    return 255 - out if picture.invert else out
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG of a uint8 grayscale (HxW) or RGB (HxWx3) array; grayscale when the channels agree."""
+    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) \
+            and np.array_equal(pixels[..., 1], pixels[..., 2]):
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:  # cv2 fails only on shapes it cannot write; the decoder never produces those
+        raise DecodeError("could not encode the picture as PNG")
+    return encoded.tobytes()

@@ -1,0 +1,85 @@
+"""What the scan page needs beyond the API's scan JSON: its picture (as PNG and its window) and its neighbours."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from typing import Any
+
+from flask import Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from db.models import Scan
+from training.decode import DecodeError
+from web.errors import ApiError
+from web.scan_image import Picture, load_picture, png_bytes, windowed
+
+logger = logging.getLogger(__name__)
+# Part of every picture's ETag: bump it when the rendering changes, so browsers fetch again.
+RENDERING = "1"
+
+
+def _picture(settings: Settings, scan: Scan) -> Picture:
+    try:
+        return load_picture(settings.uploads_dir, scan.sha256, scan.frame, settings.max_image_pixels)
+    except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise ApiError(422, "undecodable", f"this scan's file cannot be shown: {exc}") from None
+        raise ApiError(404, "not_found", f"the stored file of scan {scan.id} is missing") from None
+
+
+def picture_info(settings: Settings, scan: Scan) -> tuple[dict[str, Any] | None, str]:
+    """(size, default window and value range for the page's controls, '') or (None, why it cannot be shown)."""
+    try:
+        picture = _picture(settings, scan)
+    except ApiError as exc:
+        return None, exc.detail
+    width, height = picture.size
+    step = 1.0 if picture.high - picture.low > 50 else round((picture.high - picture.low) / 255.0, 6) or 1.0
+    return {"width": width, "height": height, "dicom": picture.dicom,
+            "center": _round(picture.center), "window": _round(picture.width),
+            "low": _round(picture.low), "high": _round(picture.high), "step": step}, ""
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _window_arg(request: Request, name: str) -> float | None:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (name == "width" and value <= 0):
+        raise ApiError(400, "bad_window", f"{name} must be a finite number{' above 0' if name == 'width' else ''}")
+    return value
+
+
+def image_response(settings: Settings, scan: Scan, request: Request) -> Response:
+    """The scan's PNG, revalidated by ETag on every use (a logged-out browser must not show it from cache)."""
+    center, width = _window_arg(request, "center"), _window_arg(request, "width")
+    # Blobs are content-addressed, so the content, frame and window name the picture exactly.
+    etag = hashlib.sha256(f"{scan.sha256}:{scan.frame}:{center}:{width}:{RENDERING}".encode()).hexdigest()[:32]
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = Response(png_bytes(windowed(_picture(settings, scan), center, width)), mimetype="image/png")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Content-Disposition"] = f'inline; filename="scan-{scan.id}.png"'
+    return response
+
+
+def neighbours(session: Session, scan: Scan) -> dict[str, int | None]:
+    """The previous and next scan of the same job (by id), this one's position and the job's count."""
+    in_job = Scan.job_id == scan.job_id
+    previous = session.scalar(select(func.max(Scan.id)).where(in_job, Scan.id < scan.id))
+    following = session.scalar(select(func.min(Scan.id)).where(in_job, Scan.id > scan.id))
+    position = session.scalar(select(func.count()).select_from(Scan).where(in_job, Scan.id <= scan.id))
+    total = session.scalar(select(func.count()).select_from(Scan).where(in_job))
+    return {"previous": previous, "next": following, "position": position, "total": total}
