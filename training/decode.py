@@ -150,7 +150,7 @@ def _decode(data: bytes, kind: str | None, target_size: int | None, max_pixels: 
         return [DecodedScan(_decode_jpeg(data, height, width, target_size))]
     if kind == "png":
         _check_png(data, max_pixels)
-        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "PNG"))]
+        return [DecodedScan(_imdecode_deep(data, "PNG"))]
     if kind == "bmp":
         check_pixel_limit(*_bmp_size(data), 1, max_pixels)
         _check_bmp(data)
@@ -158,7 +158,7 @@ def _decode(data: bytes, kind: str | None, target_size: int | None, max_pixels: 
     if kind == "tiff":
         # OpenCV decodes only the first page of a multi-page TIFF, so only its size counts.
         check_pixel_limit(*_tiff_size(data), 1, max_pixels)
-        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "TIFF"))]
+        return [DecodedScan(_imdecode_deep(data, "TIFF"))]
     # DICOM without the 128-byte preamble + "DICM" is legal (old files); try it last.
     return _decode_dicom(data, has_magic=(kind == "dicom"), max_pixels=max_pixels)
 
@@ -297,6 +297,14 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
 
 def _imdecode(data: bytes, flag: int, kind: str) -> np.ndarray:
     """Decode with OpenCV into an RGB uint8 array; None or an empty result raises DecodeError."""
+    bgr = _imdecode_raw(data, flag, kind)
+    if bgr.dtype != np.uint8:  # IMREAD_COLOR already converts to 8 bit; guard anyway
+        bgr = cv2.convertScaleAbs(bgr, alpha=255.0 / max(float(bgr.max()), 1.0))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _imdecode_raw(data: bytes, flag: int, kind: str) -> np.ndarray:
+    """cv2.imdecode with `flag`; None, an OpenCV error or an empty result raises DecodeError."""
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buf, flag)
@@ -308,9 +316,47 @@ def _imdecode(data: bytes, flag: int, kind: str) -> np.ndarray:
         raise DecodeError(f"corrupt {kind} (decoder could not read it)")
     if bgr.size == 0:
         raise DecodeError("zero-sized image")
-    if bgr.dtype != np.uint8:  # IMREAD_COLOR already converts to 8 bit; guard anyway
-        bgr = cv2.convertScaleAbs(bgr, alpha=255.0 / max(float(bgr.max()), 1.0))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
+
+
+def _imdecode_deep(data: bytes, kind: str) -> np.ndarray:
+    """Decode a PNG or TIFF keeping its depth; 16-bit and float images are windowed like DICOM.
+
+    IMREAD_COLOR would shift 16-bit samples right by 8 bits, so a 12-bit image stored in 16
+    bits (values up to 4,095) came out nearly black (0-15) and was classified anyway.
+    """
+    image = _imdecode_raw(data, cv2.IMREAD_UNCHANGED, kind)
+    if image.ndim == 3 and image.shape[2] == 2:  # gray + alpha
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[2] == 4:  # BGRA: drop alpha, as IMREAD_COLOR does
+        image = image[..., :3]
+    elif image.ndim == 3 and image.shape[2] != 3:
+        raise DecodeError(f"unsupported {kind} with {image.shape[2]} channels")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_:
+            raise DecodeError(f"unsupported {kind} sample type {image.dtype}")
+        image = window_to_uint8(image.astype(np.float64), None, None)
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
+
+
+def window_to_uint8(values: np.ndarray, center: float | None, width: float | None) -> np.ndarray:
+    """Map values through a display window to uint8; without one, the 0.5-99.5 percentile range.
+
+    Shared by DICOM (whose window comes from the file) and deep PNG/TIFF (which carry none),
+    so a 16-bit image looks the same whichever of those formats it arrives in.
+    """
+    if not np.isfinite(values).all():
+        raise DecodeError("image holds NaN or infinite samples")
+    if center is not None and width is not None and width > 0:
+        low, high = center - width / 2.0, center + width / 2.0
+    else:
+        low, high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+    if high <= low:  # a flat frame: keep it flat rather than dividing by zero
+        high = low + 1.0
+    scaled = np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)
+    return np.rint(scaled).astype(np.uint8)
 
 
 def _decode_dicom(data: bytes, has_magic: bool, max_pixels: int | None) -> list[DecodedScan]:
@@ -512,14 +558,7 @@ def _dicom_gray(ds, frame: np.ndarray, index: int, invert: bool) -> np.ndarray:
     values = frame.astype(np.float64) * slope + intercept
     center = _frame_number(ds, index, "FrameVOILUTSequence", "WindowCenter", None)
     width = _frame_number(ds, index, "FrameVOILUTSequence", "WindowWidth", None)
-    if center is not None and width is not None and width > 0:
-        low, high = center - width / 2.0, center + width / 2.0
-    else:
-        low, high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
-    if high <= low:  # a flat frame: keep it flat rather than dividing by zero
-        high = low + 1.0
-    scaled = np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)
-    gray = np.rint(scaled).astype(np.uint8)
+    gray = window_to_uint8(values, center, width)
     # MONOCHROME1 means the lowest value is displayed white.
     return 255 - gray if invert else gray
 

@@ -68,7 +68,48 @@ def test_png_rgb_rgba_and_16_bit() -> None:
     deep = (rgb[..., 0].astype(np.uint16) * 257)
     ok, buf = cv2.imencode(".png", deep)
     [scan] = decode_bytes(buf.tobytes())
-    assert scan.image.dtype == np.uint8 and np.array_equal(scan.image[..., 0], rgb[..., 0])
+    # Deep images are windowed on their own percentiles, so contrast may stretch slightly,
+    # but the grey order and the full range survive.
+    gray = scan.image[..., 0].astype(int)
+    assert scan.image.dtype == np.uint8 and gray.min() == 0 and gray.max() == 255
+    assert np.corrcoef(gray.ravel(), rgb[..., 0].ravel())[0, 1] > 0.99
+
+
+def _ramp12(height: int = 48, width: int = 64) -> np.ndarray:
+    """A 12-bit horizontal ramp (0-4,095) stored in 16 bits, as scanners export it."""
+    return np.tile(np.linspace(0, 4095, width), (height, 1)).astype(np.uint16)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_12_and_16_bit_png_and_tiff_are_windowed_not_shifted_to_black(ext) -> None:
+    """IMREAD_COLOR shifted 16-bit samples by 8 bits: a 12-bit scan came out 0-15 (issue 13)."""
+    for stored in (_ramp12(), (_ramp12().astype(np.uint32) * 16).astype(np.uint16)):
+        ok, buf = cv2.imencode(ext, stored)
+        assert ok
+        [scan] = decode_bytes(buf.tobytes(), filename="x" + ext)
+        gray = scan.image[..., 0]
+        assert scan.image.shape == (48, 64, 3)
+        assert gray[:, 0].max() <= 2 and gray[:, -1].min() >= 253  # the full display range
+        assert 110 < gray[10, 32] < 145  # mid-ramp stays mid-grey
+
+
+def test_deep_png_and_dicom_of_the_same_samples_decode_alike() -> None:
+    """A 16-bit image looks the same whether it arrives as PNG or as DICOM without a window."""
+    stored = _ramp12()
+    ok, buf = cv2.imencode(".png", stored)
+    from_png = decode_bytes(buf.tobytes())[0].image
+    from_dicom = decode_bytes(_dicom(stored))[0].image
+    assert np.array_equal(from_png, from_dicom)
+
+
+def test_16_bit_colour_png_keeps_its_colours() -> None:
+    rgb = _pattern()
+    deep = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 16  # 12-bit colour
+    ok, buf = cv2.imencode(".png", deep)
+    image = decode_bytes(buf.tobytes())[0].image.astype(int)
+    for channel in (0, 1):  # the two ramps; the third channel is constant
+        assert np.corrcoef(image[..., channel].ravel(), rgb[..., channel].ravel())[0, 1] > 0.99
+    assert image[..., 2].std() == 0 and 0 < image[0, 0, 2] < image[-1, -1, 1]
 
 
 def test_bmp_and_tiff() -> None:
