@@ -37,7 +37,7 @@ def _configure_logging(level: str) -> None:
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app from the environment plus `overrides` (Settings field names)."""
     from config.settings import load_settings
-    from web import access, auth, cli, errors, monitoring, pages, security, state
+    from web import access, apidocs, auth, cli, errors, monitoring, pages, security, state
     from web.api import load_routes
 
     settings = load_settings(overrides=overrides)
@@ -64,6 +64,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(load_routes())
     app.register_blueprint(monitoring.bp)
+    app.register_blueprint(apidocs.bp)
     security.init_app(app, settings)  # after the blueprints: it wraps the login view in its rate limit
     access.init_app(app)
     cli.register(app)

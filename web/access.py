@@ -41,6 +41,9 @@ ROUTE_ROLES: dict[str, str] = {
     "api.job_status": "viewer",
     "api.job_results": "viewer",
     "api.job_files": "viewer",
+    # the API's contract: the OpenAPI document and the reference page made from it
+    "api.openapi_document": "viewer",
+    "apidocs.api_docs": "viewer",
     "api.results": "viewer",
     # scans and reviews
     "api.scan": "viewer",
