@@ -12,10 +12,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRAINING_DIR = REPO_ROOT.parent / "shared" / "data" / "brain-mri" / "Training"
 # Where the suite finds its services; .ci/run starts them when they do not answer.
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+# TEST_REDIS_URL names the first of four Redis databases per xdist worker (see suite_redis_url).
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that start real processes together under pytest-xdist (--dist loadgroup).
+
+    They run one after another on one worker, as they did before the suite ran in parallel,
+    while the other worker takes the in-process tests: their lease and outage timings never
+    compete with each other for the two cores, only with one in-process test at a time.
+    """
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+        elif item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +75,9 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
     """A Redis database reserved for tests, flushed before and after."""
-    from tests.helpers.services import redis_client
+    from tests.helpers.services import redis_client, suite_redis_url
 
-    client = redis_client(TEST_REDIS_URL, flush=True)
-    yield TEST_REDIS_URL
+    url = suite_redis_url(0)
+    client = redis_client(url, flush=True)
+    yield url
     client.flushdb()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.services import suite_redis_url
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,7 +18,7 @@ def test_polls_bench_prints_cpu_per_poll_for_both_phases(postgres_url):
     admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
     out = subprocess.run(
         [sys.executable, "bench/polls.py", "--pollers", "4", "--seconds", "2", "--poll-interval", "0.1",
-         "--web-workers", "1", "--postgres-url", admin_url, "--redis-url", "redis://127.0.0.1:6379/14"],
+         "--web-workers", "1", "--postgres-url", admin_url, "--redis-url", suite_redis_url(3)],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-4000:]
     record = json.loads(out.stdout.strip().splitlines()[-1])

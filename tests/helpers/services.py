@@ -1,11 +1,33 @@
 """Connections to the real services the tests use, failing with a plain message when one is down."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+REDIS_DBS_PER_WORKER = 4
+"""Redis databases each pytest-xdist worker owns: 0 general, 1 worker broker, 2 web, 3 benches."""
+
+
+def suite_redis_url(slot: int) -> str:
+    """The Redis URL of one of the suite's databases (slot 0-3), distinct per pytest-xdist worker.
+
+    TEST_REDIS_URL names the first worker's first database (default db 11, so it owns 11-14);
+    worker gwN owns the four below that of gwN-1 (gw1: 7-10, gw2: 3-6), because tests flush
+    their databases and two workers must never share one.
+    """
+    base = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+    prefix, _, first = base.rpartition("/")
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    number = int(first or 0) + slot - REDIS_DBS_PER_WORKER * worker
+    if not 0 <= slot < REDIS_DBS_PER_WORKER or number < 0:
+        raise RuntimeError(f"no Redis database for slot {slot} of xdist worker {worker} below {base}: "
+                           "run fewer workers or set TEST_REDIS_URL to a higher database")
+    return f"{prefix}/{number}"
 
 
 def redis_client(url: str, *, flush: bool) -> Any:

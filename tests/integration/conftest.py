@@ -10,10 +10,11 @@ import pytest
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
+from tests.helpers.services import suite_redis_url
 from tests.integration.worker_process import REPO, Worker, clean_env
 from tests.workers.jobdata import service_settings
 
-WORKER_REDIS_URL = "redis://127.0.0.1:6379/12"
+WORKER_REDIS_URL = suite_redis_url(1)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import sys
 import cv2
 import pytest
 
+from tests.helpers.services import suite_redis_url
 from tests.integration.worker_process import REPO
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle):
         [sys.executable, "-m", "bench.service", "--data", str(tmp_path / "scans"), "--scans", "8",
          "--bundle", str(tiny_bundle),
          "--batch-size", "4", "--image-size", "32", "--pollers", "4", "--poll-interval", "0.1",
-         "--redis-url", "redis://127.0.0.1:6379/14", "--timeout", "300"],
+         "--redis-url", suite_redis_url(3), "--timeout", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     record = json.loads(out.stdout.strip().splitlines()[-1])

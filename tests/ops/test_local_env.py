@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.services import suite_redis_url
 from scripts.local_env import (choose_broker, ensure_secret_key, free_port, labelled_classes, ping_redis,
                                private_redis_command, wait_for_redis)
 
-TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+TEST_REDIS = suite_redis_url(0)
 
 
 def closed_redis_url() -> str:

@@ -4,15 +4,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-# TEST_REDIS_URL moves the web tests to another Redis database (they flush theirs).
-WEB_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+from tests.helpers.services import suite_redis_url
+
+# The web tests' own Redis database (they flush it); TEST_REDIS_URL moves the suite's databases.
+WEB_REDIS_URL = suite_redis_url(2)
 # One engine batch of 4 scans per classify task, so small uploads make several tasks.
 WEB_OVERRIDES = {"env": "test", "inference_batch_size": 4, "inference_batches_per_task": 1, "max_upload_mb": 2,
                  "max_zip_files": 40, "log_level": "WARNING"}
