@@ -211,6 +211,20 @@ def _load_keras_bytes(data: bytes, filename: str) -> Any:
         raise BundleError(f"{filename} could not be loaded as a Keras model: {exc}") from exc
 
 
+def load_network(bundle_dir: str | Path, name: str) -> tuple[Any, dict]:
+    """Verify a bundle and load one of its networks only; return (network, manifest).
+
+    A warm start needs the previous custom CNN, not the whole bundle's backbones.
+    """
+    bundle = Path(bundle_dir)
+    manifest = verify_bundle(bundle)
+    filename = f"{name}.keras"
+    if name not in NETWORK_NAMES or filename not in manifest["files"]:
+        raise BundleError(f"{bundle} holds no {name} network")
+    network = _load_keras_bytes(_verified_bytes(bundle / filename, manifest["files"][filename]), filename)
+    return network, manifest
+
+
 def load_bundle(bundle_dir: str | Path) -> Bundle:
     """Verify and load a bundle (networks via Keras, estimators and label encoder via joblib)."""
     import joblib

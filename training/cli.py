@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bn-recalibration", choices=("on", "off"), default="off",
                        help="re-estimate ResNet50 BatchNorm statistics on training images before caching "
                             "(measured to hurt with random weights; off by default)")
+    train.add_argument("--feature-cache", metavar="DIR", default=None,
+                       help="keep backbone features in DIR across runs: a later run with the same backbone "
+                            "weights and image size computes only new images (default: this run only)")
+    train.add_argument("--feature-cache-max-mb", type=_non_negative_int, default=None,
+                       help="bound of --feature-cache; least recently used entries go first (default 4096)")
+    train.add_argument("--warm-start", metavar="BUNDLE", default=None,
+                       help="continue BUNDLE's custom CNN for a few epochs at a low rate instead of "
+                            "training it from scratch (same image size, CNN variant and classes)")
+    train.add_argument("--warm-start-epochs", type=_positive_int, default=None,
+                       help="epochs of a warm start (default 3)")
+    train.add_argument("--warm-start-lr", type=float, default=None,
+                       help="peak learning rate of a warm start (default: a tenth of the recipe's)")
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")
     evaluate.add_argument("--models", required=True, help="bundle folder")
@@ -110,7 +122,8 @@ def metrics_table(models: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and save a bundle; print per-epoch progress and a validation summary."""
-    from training.recipe import TrainOptions, train_bundle
+    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, TrainOptions,
+                                 train_bundle)
 
     options = TrainOptions(
         data=args.data, out=args.out,
@@ -120,6 +133,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cnn_variant=args.cnn_variant, cnn_epochs=args.cnn_epochs, cnn_learning_rate=args.cnn_lr,
         cnn_schedule=args.cnn_schedule, val_fraction=args.val_fraction,
         bn_recalibration=args.bn_recalibration,
+        feature_cache=args.feature_cache,
+        feature_cache_max_mb=(DEFAULT_FEATURE_CACHE_MAX_MB if args.feature_cache_max_mb is None
+                              else args.feature_cache_max_mb),
+        warm_start=args.warm_start,
+        warm_start_epochs=args.warm_start_epochs or DEFAULT_WARM_START_EPOCHS,
+        warm_start_lr=args.warm_start_lr,
     )
     started = time.perf_counter()
     manifest = train_bundle(options, _ProgressPrinter())
@@ -129,6 +148,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(metrics_table(manifest["validation_metrics"]))
     print(f"ensemble weights ({manifest['ensemble_fit']['method']}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in manifest["ensemble_weights"].items()))
+    for arch, counts in (manifest.get("feature_cache") or {}).get("per_model", {}).items():
+        if manifest["feature_cache"]["folder"]:
+            print(f"{arch}: {counts['stored']} feature rows from {manifest['feature_cache']['folder']}, "
+                  f"{counts['computed']} computed")
+    if manifest.get("warm_start"):
+        warm = manifest["warm_start"]
+        print(f"custom_cnn: warm start from {warm['from']} ({warm['epochs']} epochs, peak lr {warm['learning_rate']:g})")
     for arch, detail in manifest.get("training", {}).items():
         if "speedup_vs_recompute_estimate" in detail:
             print(f"{arch}: feature cache {detail['feature_cache_seconds']:.0f} s + head "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import threading
 import zipfile
 from collections import Counter, defaultdict
@@ -172,11 +171,13 @@ def stratified_hash_split(
         # A file copied into two classes still goes to one side, under its majority label.
         label = Counter(items[i].label for i in members).most_common(1)[0][0]
         by_label[label].append(digest)
-    rng = random.Random(seed)
     val_hashes: set[str] = set()
     for label in sorted(by_label):
-        digests = sorted(by_label[label])
-        rng.shuffle(digests)
+        # Each content's place in the order is a keyed hash of its own bytes' hash, not a
+        # shuffle of the whole list: as the pool grows, items keep their relative order, so an
+        # item that was trained on moves to validation only inside the growth of the target
+        # (a warm-started CNN is then validated on scans it has not seen).
+        digests = sorted(by_label[label], key=lambda digest: _split_rank(seed, digest))
         total = sum(len(groups[d]) for d in digests)
         target = round(total * val_fraction)
         taken = 0
@@ -192,6 +193,10 @@ def stratified_hash_split(
     val = [item for item in items if item.sha256 in val_hashes]
     logger.info("split %d images into %d train / %d validation", len(items), len(train), len(val))
     return train, val
+
+
+def _split_rank(seed: int, digest: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{digest}".encode()).digest()
 
 
 def fit_label_encoder(labels: Iterable[str]):

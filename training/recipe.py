@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,23 @@ _GFLOP_224 = {"resnet50": 7.7, "vgg16": 30.7, "custom_cnn": 1.3}
 # The cosine schedule is planned over this many epochs unless --cnn-epochs says otherwise:
 # on the shared folder the deep CNN reached 96% validation accuracy in 15 (96 px).
 DEFAULT_CNN_EPOCHS = 15
+# A warm start continues the previous version's custom CNN for this many epochs at a tenth
+# of the recipe's peak learning rate (cosine decay, no warmup): see the README's retrain figures.
+DEFAULT_WARM_START_EPOCHS = 3
+WARM_START_LR_FACTOR = 0.1
+# Bound of the persistent feature store unless said otherwise (MB; 0 turns the store off).
+DEFAULT_FEATURE_CACHE_MAX_MB = 4096
+# Presets a training run may name (`profile`); options given explicitly win over a preset.
+# "quick" is the first model `make run` trains so that jobs can start within minutes; the
+# full run queued after it replaces it when the gate finds it better (README: first model).
+PROFILES: dict[str, dict] = {
+    "full": {},
+    "quick": {"image_size": 64, "views": 0, "epochs": 10, "cnn_epochs": 3},
+}
+PROFILE_NOTES = {
+    "quick": "quick first model (64 px, no augmented views, 10 head epochs, 3 CNN epochs): "
+             "a stopgap so jobs can run; the full run queued after it replaces it when the gate promotes it",
+}
 
 
 class TrainingError(ValueError):
@@ -56,6 +76,17 @@ class TrainOptions:
     # harmful (96 px, 1,500 images: 57% vs 85% validation accuracy), so off by default.
     bn_recalibration: str = "off"
     workers: int | None = None  # decode threads
+    # A folder of backbone features kept across runs (training.feature_store); None: this run only.
+    feature_cache: str | Path | None = None
+    feature_cache_max_mb: int = DEFAULT_FEATURE_CACHE_MAX_MB
+    # A bundle whose custom CNN this run continues from (a few epochs at a low rate) instead of
+    # training one from scratch; its image size, CNN variant and classes must match.
+    warm_start: str | Path | None = None
+    warm_start_epochs: int = DEFAULT_WARM_START_EPOCHS
+    warm_start_lr: float | None = None  # default: WARM_START_LR_FACTOR x the recipe's peak rate
+    # Free text recorded in the manifest (e.g. "quick first model"); profile names a preset.
+    notes: str = ""
+    profile: str = "full"
 
     def cnn_recipe(self) -> CnnSchedule:
         """The custom CNN schedule: SPEC.md's for 'reference', warmup+cosine for 'improved'."""
@@ -70,6 +101,13 @@ class TrainOptions:
             weight_decay=0.0 if schedule == "plateau" else 5e-4,
         )
 
+    def warm_recipe(self) -> CnnSchedule:
+        """The schedule continuing a trained CNN: few epochs, a low peak rate, no warmup."""
+        cold = self.cnn_recipe()
+        return dataclasses.replace(
+            cold, epochs=self.warm_start_epochs, warmup_epochs=0.0,
+            learning_rate=self.warm_start_lr or cold.learning_rate * WARM_START_LR_FACTOR)
+
 
 @dataclass
 class _Split:
@@ -83,6 +121,9 @@ class _Split:
     counts: dict = field(default_factory=dict)
     # (sha256, frame, label, "train" | "validation") of every item: the bundle's dataset.tsv
     listing: list = field(default_factory=list)
+    # Content key (sha256-frame) of every decoded row: the persistent feature store's keys.
+    train_keys: list = field(default_factory=list)
+    val_keys: list = field(default_factory=list)
 
 
 def validate_options(options: TrainOptions) -> None:
@@ -109,6 +150,15 @@ def validate_options(options: TrainOptions) -> None:
         raise TrainingError(f"--cnn-variant must be one of {', '.join(CNN_VARIANTS)}")
     if options.bn_recalibration not in ("on", "off"):
         raise TrainingError("--bn-recalibration must be on or off")
+    if options.feature_cache_max_mb < 0:
+        raise TrainingError("--feature-cache-max-mb must be 0 (no persistent cache) or more")
+    if options.warm_start is not None:
+        if "custom_cnn" not in models:
+            raise TrainingError("--warm-start continues the custom CNN: add custom_cnn to --models")
+        if not (Path(options.warm_start) / "manifest.json").is_file():
+            raise TrainingError(f"--warm-start {options.warm_start} is not a bundle folder (no manifest.json)")
+        if options.warm_start_epochs < 1:
+            raise TrainingError("--warm-start-epochs must be at least 1")
     if not Path(options.data).exists():
         raise TrainingError(f"training data not found: {options.data}")
 
@@ -137,11 +187,11 @@ def load_split(options: TrainOptions, report, items: list | None = None) -> _Spl
         if skipped:
             log.warning("%d %s files could not be decoded and were skipped", skipped, name)
         y = encoder.transform([subset[i].label for i in kept]).astype(np.int32)
-        return x, y, skipped
+        return x, y, skipped, row_keys(subset, kept)
 
-    x_train, y_train, skipped_train = load(train_items, "training")
+    x_train, y_train, skipped_train, train_keys = load(train_items, "training")
     report(0.85, f"decoded {len(x_train)} training images at {options.image_size} px")
-    x_val, y_val, skipped_val = load(val_items, "validation")
+    x_val, y_val, skipped_val, val_keys = load(val_items, "validation")
     if len(x_train) == 0 or len(x_val) == 0:
         raise TrainingError("no decodable images left on one side of the split")
     report(1.0, f"decoded {len(x_val)} validation images")
@@ -156,7 +206,44 @@ def load_split(options: TrainOptions, report, items: list | None = None) -> _Spl
         counts={"files": len(items), "train": int(len(x_train)), "validation": int(len(x_val)),
                 "skipped_undecodable": skipped_train + skipped_val},
         listing=listing,
+        train_keys=train_keys,
+        val_keys=val_keys,
     )
+
+
+def row_keys(items: list, kept: list[int]) -> list[str]:
+    """The feature-store key of each decoded row: its item's content hash and its frame (a
+    multi-frame item repeats in `kept`, one row per frame)."""
+    from training.feature_store import entry_key
+
+    frames_seen: Counter = Counter()
+    keys = []
+    for index in kept:
+        item = items[index]
+        frame = item.frame if item.frame is not None else frames_seen[index]
+        frames_seen[index] += 1
+        keys.append(entry_key(item.sha256, frame))
+    return keys
+
+
+def component_seed(seed: int, name: str) -> int:
+    """A seed for one network derived from the run's seed and its name.
+
+    Each network is initialised right after seeding with this, so its initial weights depend
+    on the run's seed alone, not on which other networks were built before it: a retrain with
+    `--backbone-weights none` gets bit-identical random backbones, and so reuses their stored
+    features (training.feature_store keys on a hash of the actual weights).
+    """
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big")
+
+
+def open_feature_store(options: TrainOptions):
+    """The persistent feature store the options name, or None (none named, or bound 0)."""
+    from training.feature_store import FeatureStore
+
+    if options.feature_cache is None or options.feature_cache_max_mb == 0:
+        return None
+    return FeatureStore(options.feature_cache, options.feature_cache_max_mb * 1024 * 1024)
 
 
 def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, float]:
@@ -173,7 +260,8 @@ def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, f
             costs[name] = 0.05 * n_train * (1 + options.views)
     if "custom_cnn" in options.models:
         # Training costs ~3 forward passes per image per epoch.
-        costs["custom_cnn"] = options.cnn_recipe().epochs * n_train * 3 * _GFLOP_224["custom_cnn"] * scale
+        epochs = options.warm_start_epochs if options.warm_start else options.cnn_recipe().epochs
+        costs["custom_cnn"] = epochs * n_train * 3 * _GFLOP_224["custom_cnn"] * scale
     costs["ensemble"] = 0.01 * n_val
     costs["save"] = 0.05 * n_val
     return costs
@@ -210,10 +298,14 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         from training.pool import check_disjoint
 
         check_disjoint(items if items is not None else list_labelled(options.data))
+    if options.warm_start is not None:
+        check_warm_start(options)
     prelim = StagedProgress({"load": 1.0}, progress)
     t0 = time.perf_counter()
     split = load_split(options, prelim.stage("load"), items)
     timings["load"] = time.perf_counter() - t0
+    warm_cnn = _load_warm_cnn(options, split.classes) if options.warm_start is not None else None
+    store = open_feature_store(options)
     staged = StagedProgress(_stage_costs(options, len(split.x_train), len(split.x_val)), progress)
     staged("load", 1.0, f"loaded {len(split.x_train) + len(split.x_val)} images")
 
@@ -227,7 +319,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         if arch not in models:
             continue
         result = train_transfer_model(arch, split, weights[arch], options, staged.stage(arch),
-                                      keep_features=(arch == "resnet50"))
+                                      keep_features=(arch == "resnet50"), store=store)
         networks[arch] = result.model
         val_probs[arch] = result.val_probabilities
         histories[arch] = result.history
@@ -248,13 +340,15 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
 
     if "custom_cnn" in models:
         t0 = time.perf_counter()
-        model, history, recipe = _train_custom_cnn(split, options, staged.stage("custom_cnn"))
+        model, history, recipe = _train_custom_cnn(split, options, staged.stage("custom_cnn"), warm_cnn)
+        warm_cnn = None
         networks["custom_cnn"] = model
         histories["custom_cnn"] = history
         val_probs["custom_cnn"] = np.asarray(
             model.predict(split.x_val.astype(np.float32) / 255.0, batch_size=64, verbose=0))
         details["custom_cnn"] = {"variant": options.cnn_variant, "recipe": asdict(recipe),
-                                 "epochs_run": len(history.get("loss", []))}
+                                 "epochs_run": len(history.get("loss", [])),
+                                 "warm_start": str(options.warm_start) if options.warm_start else None}
         timings["custom_cnn"] = time.perf_counter() - t0
 
     staged("ensemble", 0.0, "fitting ensemble weights on validation")
@@ -280,7 +374,12 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
                          "best_member_accuracy": fit.best_member_accuracy,
                          "agreement_histogram": {str(k): int(np.sum(agreement == k))
                                                  for k in range(len(models) + 1)}},
-        "epochs": {"heads": options.epochs, "custom_cnn": options.cnn_recipe().epochs},
+        "epochs": {"heads": options.epochs, "custom_cnn": (options.warm_recipe() if options.warm_start
+                                                           else options.cnn_recipe()).epochs},
+        "profile": options.profile,
+        "notes": options.notes,
+        "warm_start": _warm_start_manifest(options),
+        "feature_cache": _feature_cache_manifest(store, details),
         "seed": options.seed,
         "views": options.views,
         "val_fraction": options.val_fraction,
@@ -296,8 +395,61 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
     plot_dir = Path(options.out) / "plots"
     plot_dir.mkdir(exist_ok=True)
     plot_training_history(histories, plot_dir / "training_history.png")
+    if store is not None:
+        store.prune()
     staged("save", 1.0, f"bundle saved in {time.perf_counter() - started:.0f} s")
     return saved
+
+
+def check_warm_start(options: TrainOptions) -> dict:
+    """Refuse (TrainingError) a warm-start bundle whose custom CNN cannot continue in this run;
+    return its manifest. Checked before any data is read."""
+    from models.bundle import BundleError, verify_bundle
+
+    try:
+        manifest = verify_bundle(options.warm_start)
+    except BundleError as exc:
+        raise TrainingError(f"--warm-start {options.warm_start}: {exc}") from exc
+    if "custom_cnn" not in manifest.get("models", []):
+        raise TrainingError(f"--warm-start {options.warm_start} holds no custom_cnn to continue")
+    if int(manifest["image_size"]) != options.image_size:
+        raise TrainingError(f"--warm-start bundle is {manifest['image_size']} px but this run trains at "
+                            f"{options.image_size} px: use --image-size {manifest['image_size']}")
+    variant = manifest.get("custom_cnn_variant") or "improved"
+    if variant != options.cnn_variant:
+        raise TrainingError(f"--warm-start bundle's custom CNN is '{variant}' but this run trains "
+                            f"'{options.cnn_variant}': use --cnn-variant {variant}")
+    return manifest
+
+
+def _load_warm_cnn(options: TrainOptions, classes: list[str]):
+    """The warm-start bundle's custom CNN, once its classes are known to be this run's."""
+    from models.bundle import load_network
+
+    model, manifest = load_network(options.warm_start, "custom_cnn")
+    if [str(c) for c in manifest["classes"]] != list(classes):
+        raise TrainingError(f"--warm-start bundle's classes {manifest['classes']} are not this run's "
+                            f"{classes}: train from scratch")
+    return model
+
+
+def _warm_start_manifest(options: TrainOptions) -> dict | None:
+    if options.warm_start is None:
+        return None
+    from models.bundle import bundle_digest
+
+    recipe = options.warm_recipe()
+    return {"from": str(options.warm_start), "digest": bundle_digest(options.warm_start),
+            "epochs": recipe.epochs, "learning_rate": recipe.learning_rate}
+
+
+def _feature_cache_manifest(store, details: dict) -> dict:
+    """Where features came from: the persistent store (if any) and per backbone how many rows
+    were read back from it and how many went through the backbone."""
+    per_model = {arch: {"stored": d.get("feature_cache_stored", 0), "computed": d.get("feature_cache_computed", 0),
+                        "weights_sha256": d.get("backbone_weights_sha256")}
+                 for arch, d in details.items() if "feature_cache_computed" in d}
+    return {"folder": str(store.root) if store is not None else None, "per_model": per_model}
 
 
 def write_dataset_list(path: Path, listing: list) -> None:
@@ -323,13 +475,21 @@ def _weights_manifest(spec: str, weights: dict) -> dict:
     return {**first, "per_model": {a: w.to_manifest() for a, w in weights.items()}, "requested": spec}
 
 
-def _train_custom_cnn(split: _Split, options: TrainOptions, report):
-    """Build and train the custom CNN; report every epoch."""
+def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
+    """Build (or continue `warm`, a trained custom CNN) and train the custom CNN; report every epoch."""
+    import keras
+
     from training.cnn import train_cnn
     from training.cnn_variants import build_cnn
 
-    recipe = options.cnn_recipe()
-    model = build_cnn(options.cnn_variant, options.image_size, len(split.classes))
+    if warm is not None:
+        recipe, model = options.warm_recipe(), warm
+        report(0.0, f"custom_cnn: continuing {options.warm_start} for {recipe.epochs} epochs "
+                    f"at a peak rate of {recipe.learning_rate:g}")
+    else:
+        recipe = options.cnn_recipe()
+        keras.utils.set_random_seed(component_seed(options.seed, "custom_cnn"))
+        model = build_cnn(options.cnn_variant, options.image_size, len(split.classes))
 
     def on_epoch(epoch: int, total: int, logs: dict) -> None:
         report(epoch / total, f"custom_cnn epoch {epoch}/{total}: " + format_epoch_logs(logs))

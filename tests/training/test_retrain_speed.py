@@ -1,0 +1,137 @@
+"""Retraining in minutes: train_bundle reuses stored backbone features across runs, and continues a
+previous bundle's custom CNN (warm start) instead of training it anew."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers.labelled_folder import write_labelled_folder
+from training.datasets import list_labelled
+from training.recipe import TrainingError, TrainOptions, read_dataset_list, train_bundle
+
+
+def _options(data, out, **kw) -> TrainOptions:
+    base = dict(image_size=32, epochs=1, cnn_epochs=1, views=1, batch_size=8, backbone_weights="none", seed=5,
+                val_fraction=0.25)
+    return TrainOptions(data=data, out=out, **{**base, **kw})
+
+
+def test_a_retrain_computes_backbone_features_only_for_new_images(tmp_path):
+    data = write_labelled_folder(tmp_path / "data", per_class=5, size=40)
+    cache = tmp_path / "cache"
+    first = train_bundle(_options(data, tmp_path / "b1", models=("resnet50",), feature_cache=cache))
+    counts = first["feature_cache"]["per_model"]["resnet50"]
+    train, val = first["dataset"]["train"], first["dataset"]["validation"]
+    assert counts["stored"] == 0 and counts["computed"] == 2 * train + val
+    assert first["feature_cache"]["folder"] == str(cache)
+
+    # Two new scans join (different bytes: another noise seed); everything else is read back.
+    more = write_labelled_folder(tmp_path / "more", per_class=1, size=40, seed=7)
+    for label in ("glioma", "pituitary"):
+        (data / label / "new.png").write_bytes((more / label / "000.png").read_bytes())
+    second = train_bundle(_options(data, tmp_path / "b2", models=("resnet50",), feature_cache=cache))
+    new = {i.sha256 for i in list_labelled(data) if i.source.endswith("new.png")}
+    sides = [row["split"] for row in read_dataset_list(tmp_path / "b2" / "dataset.tsv") if row["sha256"] in new]
+    counts = second["feature_cache"]["per_model"]["resnet50"]
+    assert counts["computed"] == sum(2 if side == "train" else 1 for side in sides)
+    assert counts["stored"] == 2 * second["dataset"]["train"] + second["dataset"]["validation"] - counts["computed"]
+    assert counts["weights_sha256"] == first["feature_cache"]["per_model"]["resnet50"]["weights_sha256"]
+
+
+
+def test_random_backbones_are_the_same_in_every_run_of_a_seed():
+    """What lets a retrain with backbone weights 'none' reuse stored features: each backbone is
+    initialised from the run's seed alone, whatever was built before it."""
+    import keras
+
+    from models.architectures import build_backbone
+    from models.backbones import BackboneWeights
+    from training.feature_store import weights_fingerprint
+    from training.recipe import component_seed
+
+    def fingerprint(seed: int) -> str:
+        keras.utils.set_random_seed(component_seed(seed, "resnet50"))
+        return weights_fingerprint(build_backbone("resnet50", 32, BackboneWeights("none")))
+
+    first = fingerprint(5)
+    keras.utils.set_random_seed(123)
+    build_backbone("vgg16", 32, BackboneWeights("none"))  # other work in between changes nothing
+    assert fingerprint(5) == first and fingerprint(6) != first
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A custom-CNN-only bundle trained with seed 1 on a tiny folder."""
+    root = tmp_path_factory.mktemp("warm")
+    data = write_labelled_folder(root / "data", per_class=5, size=40)
+    train_bundle(_options(data, root / "base", models=("custom_cnn",), seed=1))
+    return {"data": data, "bundle": root / "base"}
+
+
+def _kernels(bundle) -> list[np.ndarray]:
+    from models.bundle import load_network
+
+    model, _ = load_network(bundle, "custom_cnn")
+    return [np.asarray(w) for w in model.trainable_weights]
+
+
+def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
+    import keras
+
+    from models.bundle import bundle_digest
+    from training.cnn_variants import build_cnn
+    from training.recipe import component_seed
+
+    # A near-zero rate: the continued CNN must still hold the base's weights.
+    warm = train_bundle(_options(base["data"], tmp_path / "warm", models=("custom_cnn",), warm_start=base["bundle"],
+                                 warm_start_epochs=1, warm_start_lr=1e-12))
+    assert warm["warm_start"] == {"from": str(base["bundle"]), "digest": bundle_digest(base["bundle"]),
+                                  "epochs": 1, "learning_rate": 1e-12}
+    assert warm["epochs"]["custom_cnn"] == 1 and warm["training"]["custom_cnn"]["warm_start"] == str(base["bundle"])
+    for before, after in zip(_kernels(base["bundle"]), _kernels(tmp_path / "warm")):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+    # A CNN trained anew in this run (seed 5) would start from other weights altogether.
+    keras.utils.set_random_seed(component_seed(5, "custom_cnn"))
+    fresh = [np.asarray(w) for w in build_cnn("deep", 32, 4).trainable_weights]
+    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(_kernels(base["bundle"]), fresh))
+
+
+def test_a_warm_start_bundle_that_cannot_continue_is_refused_before_any_work(base, tmp_path):
+    data, bundle = base["data"], base["bundle"]
+    with pytest.raises(TrainingError, match="--image-size 32"):
+        train_bundle(_options(data, tmp_path / "x", models=("custom_cnn",), image_size=48, warm_start=bundle))
+    with pytest.raises(TrainingError, match="--cnn-variant deep"):
+        train_bundle(_options(data, tmp_path / "x", models=("custom_cnn",), cnn_variant="improved",
+                              warm_start=bundle))
+    with pytest.raises(TrainingError, match="add custom_cnn"):
+        train_bundle(_options(data, tmp_path / "x", models=("resnet50",), warm_start=bundle))
+    with pytest.raises(TrainingError, match="not a bundle"):
+        train_bundle(_options(data, tmp_path / "x", models=("custom_cnn",), warm_start=tmp_path))
+    # Three classes where the bundle knows four: its CNN's output layer does not fit.
+    three = write_labelled_folder(tmp_path / "three", per_class=4, size=40)
+    for path in (three / "pituitary").iterdir():
+        path.unlink()
+    (three / "pituitary").rmdir()
+    with pytest.raises(TrainingError, match="classes"):
+        train_bundle(_options(three, tmp_path / "x", models=("custom_cnn",), warm_start=bundle))
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_validation_side_stays_put_as_the_pool_grows():
+    """A warm-started CNN has trained on the last run's training side; that side must not become this
+    run's validation side (beyond the growth of the validation share) when scans are added."""
+    import hashlib
+
+    from training.datasets import LabelledImage, stratified_hash_split
+
+    def items(start: int, count: int) -> list[LabelledImage]:
+        return [LabelledImage(f"/d/{n}", "ab"[n % 2], hashlib.sha256(str(n).encode()).hexdigest())
+                for n in range(start, start + count)]
+
+    old = items(0, 400)
+    train, val = stratified_hash_split(old, 0.1, seed=42)
+    grown_train, grown_val = stratified_hash_split(old + items(400, 100), 0.1, seed=42)
+    moved = {i.sha256 for i in train} & {i.sha256 for i in grown_val}
+    assert len(moved) <= len(grown_val) - len(val) == 10
+    assert len({i.sha256 for i in val} & {i.sha256 for i in grown_val}) >= len(val) - 10
