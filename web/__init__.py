@@ -39,6 +39,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from config.settings import load_settings
     from web import access, apidocs, auth, cli, errors, monitoring, pages, security, state
     from web.api import load_routes
+    from web.validation import refuse_out_of_range_ids
 
     settings = load_settings(overrides=overrides)
     _configure_logging(settings.log_level)
@@ -67,6 +68,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(apidocs.bp)
     security.init_app(app, settings)  # after the blueprints: it wraps the login view in its rate limit
     access.init_app(app)
+    app.before_request(refuse_out_of_range_ids)  # after the access guard: 401/403 come first
     cli.register(app)
     logger.debug("web app created (env=%s, data_dir=%s)", settings.env, settings.data_dir)
     return app

@@ -21,6 +21,8 @@ FILTER_ARGS = ("model", "label", "min_confidence", "study", "job", "since", "unt
 PAGING_ARGS = ("page", "per_page", "limit", "offset")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
+# Past this the database's integer parameters overflow (SQLite: 2**63); no table gets near it.
+MAX_OFFSET = 2**31 - 1
 CSV_BATCH = 500
 # Spreadsheets run cells starting with these as formulas; paths come from uploaders.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -100,10 +102,10 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
             raise ApiError(400, "bad_filter", "min_confidence must be a number between 0 and 1")
     if "limit" in args or "offset" in args:
         limit = _int_arg(args, "limit", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
-        offset = _int_arg(args, "offset", 0, 0)
+        offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
     else:
         limit = _int_arg(args, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
-        offset = (_int_arg(args, "page", 1, 1) - 1) * limit
+        offset = (_int_arg(args, "page", 1, 1, MAX_OFFSET // limit + 1) - 1) * limit
     return ResultFilter(model=model, label=args.get("label") or None, min_confidence=min_conf,
                         study=args.get("study") or None,
                         job=_int_arg(args, "job", 0, 1) if args.get("job") else None,

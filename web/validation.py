@@ -12,6 +12,10 @@ from flask import current_app, request
 
 from web.errors import ApiError
 
+# Row ids are PostgreSQL `integer` columns; a larger number in a URL would reach the database
+# and fail there (a 500), so it is answered 404 before any view runs.
+MAX_ID = 2**31 - 1
+
 F = TypeVar("F", bound=Callable)
 
 
@@ -62,3 +66,10 @@ def refuse_unknown_query() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     if view is not None and request.args:
         refuse_unknown(request.args.keys(), getattr(view, "query_args", ()), "query parameter(s)")
+
+
+def refuse_out_of_range_ids() -> None:
+    """before_request: 404 for an id in the URL past MAX_ID (no such row can exist)."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, int) and value > MAX_ID:
+            raise ApiError(404, "not_found", f"{name.removesuffix('_id')} {value} does not exist")
