@@ -37,14 +37,17 @@ def picture_info(settings: Settings, scan: Scan) -> tuple[dict[str, Any] | None,
     except ApiError as exc:
         return None, exc.detail
     width, height = picture.size
-    step = 1.0 if picture.high - picture.low > 50 else round((picture.high - picture.low) / 255.0, 6) or 1.0
+    # 8-bit pictures: half steps, so the identity window (127.5 wide 255) is on the slider's grid.
+    span = picture.high - picture.low
+    step = 0.5 if not picture.dicom else 1.0 if span > 50 else float(f"{span / 255.0:.3g}") or 1.0
     return {"width": width, "height": height, "dicom": picture.dicom,
             "center": _round(picture.center), "window": _round(picture.width),
             "low": _round(picture.low), "high": _round(picture.high), "step": step}, ""
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+def _round(value: float) -> float | int:
+    value = float(f"{value:.6g}")
+    return int(value) if value.is_integer() else value  # "1200", not "1200.0", on the page
 
 
 def _window_arg(request: Request, name: str) -> float | None:

@@ -16,8 +16,10 @@ LOG_TAIL_LINES = 20
 SHADES = 5  # confusion-matrix cells are shaded in this many steps (style.css .cm-0 .. .cm-5)
 # "08:11:02 [features] resnet50 features 120/541": the progress writer's line (tasks.train)
 _LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \[([^\]]*)\] (.*)$")
-# Where each parameter's choices come from when the form offers a list.
+# Open suggestions (backbone_weights also takes a weights file's path); closed lists come from training.
 _SUGGESTIONS = {"backbone_weights": ("imagenet", "none")}
+# Parameters tasks.train reads itself rather than as TrainOptions fields of the same type.
+_KINDS = {"warm_start": "checkbox"}
 
 
 def run_view(run: dict[str, Any]) -> dict[str, Any]:
@@ -41,11 +43,11 @@ def user_names(session: Session, user_ids: Iterable[int | None]) -> dict[int, st
 
 def param_fields(allowed: Iterable[str]) -> list[dict[str, Any]]:
     """One form field per training parameter a run accepts: name, input kind, default as a hint, choices."""
+    from training import recipe
     from training.cnn_variants import CNN_VARIANTS
-    from training.recipe import TrainOptions
 
-    options = {f.name: f for f in dataclasses.fields(TrainOptions)}
-    choices = {**_SUGGESTIONS, "cnn_variant": CNN_VARIANTS}
+    options = {f.name: f for f in dataclasses.fields(recipe.TrainOptions)}
+    closed = {"cnn_variant": tuple(CNN_VARIANTS), "profile": tuple(getattr(recipe, "PROFILES", ()))}
     out = []
     for name in allowed:
         spec = options.get(name)
@@ -53,10 +55,12 @@ def param_fields(allowed: Iterable[str]) -> list[dict[str, Any]]:
         default = spec.default if spec is not None and spec.default is not dataclasses.MISSING else None
         if isinstance(default, tuple):
             default = ",".join(default)
-        input_kind = ("checkbox" if "bool" in kind else "int" if kind.startswith("int") else
-                      "float" if kind.startswith("float") else "text")
+        input_kind = _KINDS.get(name) or ("checkbox" if "bool" in kind else "int" if kind.startswith("int") else
+                                          "float" if kind.startswith("float") else "text")
+        choices = closed.get(name) or _SUGGESTIONS.get(name, ())
         out.append({"name": name, "label": name.replace("_", " ").capitalize(), "kind": input_kind,
-                    "default": "" if default is None else default, "choices": choices.get(name, ())})
+                    "default": "" if default is None else default, "choices": choices,
+                    "closed": bool(closed.get(name))})
     return out
 
 

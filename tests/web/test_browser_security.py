@@ -55,6 +55,7 @@ def test_models_page_activates_and_logout_works_under_the_csp(app, live_server, 
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "button.activate")))
 
     browser.find_element(By.CSS_SELECTOR, "button.activate").click()  # static/models.js, X-CSRFToken
+    wait.until(ec.alert_is_present()).accept()  # "Really activate version #1?"
     wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, "button.activate")))
     assert "active" in browser.find_element(By.CSS_SELECTOR, "span.status").text
     with app.extensions["mri"].session_factory() as s:

@@ -8,7 +8,8 @@
     const controls = el("image-controls"), image = el("scan-image");
     if (!controls || !image) return;
     const level = el("window-level"), width = el("window-width");
-    const start = {center: controls.dataset.center, window: controls.dataset.window};
+    const start = {center: Number(controls.dataset.center), window: Number(controls.dataset.window)};
+    const step = Number(level.step) || 1;
     let timer = null;
 
     function render(now) {
@@ -16,15 +17,16 @@
       el("window-width-value").textContent = width.value;
       clearTimeout(timer);
       const load = () => {
-        const changed = level.value !== start.center || width.value !== start.window;
+        // The slider snaps to its step; within half a step it is still the file's own window,
+        // which the server renders exactly as the models saw it.
+        const changed = Math.abs(Number(level.value) - start.center) > step / 2 ||
+                        Math.abs(Number(width.value) - start.window) > step / 2;
         image.src = image.dataset.src + (changed ? `?center=${encodeURIComponent(level.value)}&width=${encodeURIComponent(width.value)}` : "");
       };
-      if (now) load(); else timer = setTimeout(load, 120);  // while dragging, not every step
+      if (now) load(); else timer = setTimeout(load, 150);  // once the slider rests, not at every step
     }
     level.addEventListener("input", () => render(false));
     width.addEventListener("input", () => render(false));
-    level.addEventListener("change", () => render(true));
-    width.addEventListener("change", () => render(true));
     el("window-reset").addEventListener("click", function () {
       level.value = start.center; width.value = start.window; render(true);
     });
