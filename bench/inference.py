@@ -43,7 +43,7 @@ def pick_scans(data: Path, count: int) -> list[tuple[Path, str]]:
 
 
 def load_scan(path: Path, image_size: int) -> np.ndarray:
-    """Decode one file (reduced-size JPEG decoding) and resize it to the model input."""
+    """Decode one file and resize it to the model input (the one resampling chain)."""
     from models.preprocess import resize_image
     from training.decode import decode_file
 

@@ -5,12 +5,12 @@ plain-English reason. OpenCV silently fills a truncated JPEG with gray and
 decodes it "successfully", so the byte structure (JPEG EOI after the scan
 data, PNG chunk lengths/CRCs/IEND, BMP declared size) is checked first.
 
-Reduced-size JPEG decoding: when target_size is given and the source is at
-least twice as large, libjpeg's DCT scaling (cv2.IMREAD_REDUCED_COLOR_2/4/8)
-decodes straight to 1/2, 1/4 or 1/8 size, keeping the shorter side
->= target_size. Measured on 300 real 512x512 slices of the shared training
-folder, decode + resize to 128 px (one thread, shared 2-core CPU): 1.6 ms/image
-at full size vs 0.28 ms/image with IMREAD_REDUCED_COLOR_4, a 5.7-6.7x speedup.
+One resampling chain: every format decodes at full size and, when target_size is given, is
+resized to target_size x target_size by models.preprocess.resize_image (INTER_AREA when
+shrinking), the engine's own resize. JPEGs used to be shrunk inside libjpeg first (DCT scaling,
+IMREAD_REDUCED_COLOR_2/4/8): on 300 real slices of the shared folder the same pixels then came
+out up to 114 grey levels apart (0.28 on average) from a PNG of them. Full decoding costs about
+0.9 ms more per 512 px JPEG (0.6 vs 1.5 ms, one thread), under 3% of a scan's time at 128 px.
 
 Pixel limit: a small file can declare a huge image (an 875 KB PNG of 30,000 x 30,000
 zeros decodes to 2.7 GB, 5.2 GB peak RSS), so every format's declared size is read
@@ -27,11 +27,13 @@ import logging
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from models.preprocess import resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,6 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
 # SOF markers carrying frame dimensions (C4 = DHT, C8 = JPG extension, CC = DAC are not SOFs;
 # F7 is JPEG-LS's SOF55, same layout, found in compressed DICOM frames).
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
-_REDUCED_FLAGS = (
-    (8, cv2.IMREAD_REDUCED_COLOR_8),
-    (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (2, cv2.IMREAD_REDUCED_COLOR_2),
-)
 # Robust display window when a DICOM carries no WindowCenter/WindowWidth.
 _PERCENTILE_WINDOW = (0.5, 99.5)
 
@@ -103,13 +100,18 @@ def decode_bytes(data: bytes, filename: str = "", target_size: int | None = None
     """Decode one file's bytes into scans (one per DICOM frame); raise DecodeError if impossible.
 
     An image declaring more than `max_pixels` pixels (all frames together; None: no limit)
-    is refused from its header, before any pixel is decoded. Nothing but DecodeError escapes.
+    is refused from its header, before any pixel is decoded. With `target_size`, each image
+    comes back resized to target_size x target_size through the one resampling chain every
+    format shares. Nothing but DecodeError escapes.
     """
     if not data:
         raise DecodeError("empty file")
     kind = sniff_format(data)
     try:
-        return _decode(data, kind, target_size, max_pixels)
+        scans = _decode(data, kind, max_pixels)
+        if target_size:
+            scans = [replace(scan, image=resize_image(scan.image, target_size)) for scan in scans]
+        return scans
     except DecodeError:
         raise
     except MemoryError as exc:
@@ -141,13 +143,12 @@ def check_pixel_limit(width: int, height: int, frames: int, max_pixels: int | No
                       f"over the limit of {max_pixels:,} pixels")
 
 
-def _decode(data: bytes, kind: str | None, target_size: int | None, max_pixels: int | None
-            ) -> list[DecodedScan]:
+def _decode(data: bytes, kind: str | None, max_pixels: int | None) -> list[DecodedScan]:
     """decode_bytes for non-empty data of a sniffed kind: check the declared size, then decode."""
     if kind == "jpeg":
         height, width = _check_jpeg(data)
         check_pixel_limit(width, height, 1, max_pixels)
-        return [DecodedScan(_decode_jpeg(data, height, width, target_size))]
+        return [DecodedScan(_imdecode(data, cv2.IMREAD_COLOR, "JPEG"))]
     if kind == "png":
         _check_png(data, max_pixels)
         return [DecodedScan(_imdecode_deep(data, "PNG"))]
@@ -161,25 +162,6 @@ def _decode(data: bytes, kind: str | None, target_size: int | None, max_pixels: 
         return [DecodedScan(_imdecode_deep(data, "TIFF"))]
     # DICOM without the 128-byte preamble + "DICM" is legal (old files); try it last.
     return _decode_dicom(data, has_magic=(kind == "dicom"), max_pixels=max_pixels)
-
-
-def reduced_jpeg_factor(height: int, width: int, target_size: int | None) -> int:
-    """Largest libjpeg scale factor (1, 2, 4, 8) that keeps the shorter side >= target_size."""
-    if not target_size or target_size <= 0:
-        return 1
-    shorter = min(height, width)
-    for factor, _flag in _REDUCED_FLAGS:
-        # libjpeg rounds scaled dimensions up.
-        if math.ceil(shorter / factor) >= target_size:
-            return factor
-    return 1
-
-
-def _decode_jpeg(data: bytes, height: int, width: int, target_size: int | None) -> np.ndarray:
-    """Decode a checked JPEG of the given size, reduced in size when that is allowed."""
-    factor = reduced_jpeg_factor(height, width, target_size)
-    flag = dict(_REDUCED_FLAGS).get(factor, cv2.IMREAD_COLOR)
-    return _imdecode(data, flag, "JPEG")
 
 
 def _check_jpeg(data: bytes) -> tuple[int, int]:
