@@ -53,6 +53,14 @@ def test_each_operation_documents_exactly_the_query_parameters_its_view_accepts(
         assert declared == set(getattr(view, "query_args", ())), f"{method.upper()} {path}"
 
 
+def test_training_parameters_are_those_training_accepts():
+    from tasks.train import ALLOWED_PARAMS
+
+    body = load_document()["paths"]["/api/v1/training-runs"]["post"]["requestBody"]
+    params = body["content"]["application/json"]["schema"]["properties"]["params"]
+    assert set(params["properties"]) == set(ALLOWED_PARAMS)
+
+
 def test_the_served_document_carries_each_routes_role_from_the_access_table(client, auth):
     response = client.get("/api/v1/openapi.json", headers=auth("viewer"))
     assert response.status_code == 200 and response.is_json
