@@ -54,6 +54,12 @@ class Settings:
     # A trained candidate is promoted only if its ensemble accuracy and macro-F1 on the fixed
     # evaluation split are each at most this much below the active version's, on the same scans.
     promotion_tolerance: float = 0.005
+    # Backbone features kept across training runs (None: DATA_DIR/feature-cache); its bound in MB
+    # (least recently used entries go first; 0 turns the cache off).
+    feature_cache_dir: Path | None = None
+    feature_cache_max_mb: int = 4096
+    # Scheduled retraining continues the active version's custom CNN instead of training it anew.
+    retrain_warm_start: bool = False
     task_visibility_timeout_s: int = 6 * 3600
     session_cookie_secure: bool = False
     login_rate_limit: str = "10 per minute"
@@ -74,6 +80,11 @@ class Settings:
     def reports_dir(self) -> Path:
         """Where evaluation reports and plots of training runs are written."""
         return self.data_dir / "reports"
+
+    @property
+    def feature_cache_folder(self) -> Path:
+        """Where training runs keep backbone features: FEATURE_CACHE_DIR, else DATA_DIR/feature-cache."""
+        return self.feature_cache_dir or self.data_dir / "feature-cache"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -183,6 +194,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
         training_lease_s=_int(environ, "TRAINING_LEASE_S", 300, minimum=10),
         retrain_schedule=environ.get("RETRAIN_SCHEDULE", "0 3 * * 0"),
         promotion_tolerance=_float(environ, "PROMOTION_TOLERANCE", 0.005, 0.0, 1.0),
+        feature_cache_dir=Path(environ["FEATURE_CACHE_DIR"]).absolute() if environ.get("FEATURE_CACHE_DIR") else None,
+        feature_cache_max_mb=_int(environ, "FEATURE_CACHE_MAX_MB", 4096, minimum=0),
+        retrain_warm_start=_bool(environ, "RETRAIN_WARM_START", False),
         task_visibility_timeout_s=_int(environ, "TASK_VISIBILITY_TIMEOUT_S", 6 * 3600, minimum=60),
         session_cookie_secure=_bool(environ, "SESSION_COOKIE_SECURE", False),
         login_rate_limit=environ.get("LOGIN_RATE_LIMIT") or "10 per minute",

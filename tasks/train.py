@@ -27,8 +27,10 @@ from tasks.versions import activate_version, active_version, register_bundle
 logger = logging.getLogger(__name__)
 
 # TrainOptions fields a training run's params may set; data and output come from the settings.
+# Besides them: warm_start (true: continue the active version's custom CNN for a few epochs at a
+# low rate instead of training it anew) and profile ("full", or "quick": training.recipe.PROFILES).
 ALLOWED_PARAMS = ("models", "epochs", "image_size", "batch_size", "backbone_weights", "seed", "views",
-                  "cnn_variant", "cnn_epochs", "val_fraction")
+                  "cnn_variant", "cnn_epochs", "val_fraction", "warm_start", "profile")
 _LOG_LINES = 300
 # Share of a run's progress bar for training; the gate's scoring takes the rest.
 _TRAINING_SHARE = 0.9
@@ -78,9 +80,15 @@ def model_names(value: Any) -> tuple[str, ...]:
     return names
 
 
-def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any:
-    """TrainOptions for a run: its params (whitelisted) over the recipe's defaults."""
-    from training.recipe import TrainOptions
+def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
+                     active: ModelVersion | None = None) -> Any:
+    """TrainOptions for a run: its params (whitelisted) over the profile's and the recipe's defaults.
+
+    With `warm_start` the custom CNN continues from `active` (the active version): unless the
+    params say otherwise the run takes that bundle's image size and CNN variant. Features are
+    kept in the settings' feature cache across runs.
+    """
+    from training.recipe import PROFILE_NOTES, PROFILES, TrainOptions
 
     if settings.training_data_dir is None:
         raise RuntimeError("TRAINING_DATA_DIR is not set: point it at a labelled folder "
@@ -98,9 +106,47 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path) -> Any
     params.setdefault("backbone_weights", settings.backbone_weights)
     if "models" in params:
         params["models"] = model_names(params["models"])
+    check_param_values(params)
+    warm = params.pop("warm_start", False)
+    profile = params.pop("profile", "full")
+    warm_from = active.bundle_path if warm and active is not None else None
+    if warm_from is not None:
+        # Continue at the size and variant the active CNN was trained at.
+        params.setdefault("image_size", int(active.manifest["image_size"]))
+        params.setdefault("cnn_variant", active.manifest.get("custom_cnn_variant") or "improved")
+    for name, value in PROFILES[profile].items():
+        params.setdefault(name, value)
     names = {f.name for f in dataclasses.fields(TrainOptions)}
     return TrainOptions(data=settings.training_data_dir, out=out_dir,
+                        feature_cache=settings.feature_cache_folder,
+                        feature_cache_max_mb=settings.feature_cache_max_mb,
+                        warm_start=warm_from, profile=profile, notes=PROFILE_NOTES.get(profile, ""),
                         **{k: v for k, v in params.items() if k in names})
+
+
+def check_param_values(params: dict[str, Any]) -> None:
+    """Raise ValueError for a warm_start that is not true/false or a profile that is not known."""
+    from training.recipe import PROFILES
+
+    warm = params.get("warm_start", False)
+    if not isinstance(warm, bool):
+        raise ValueError(f"the training parameter 'warm_start' is true or false, got {warm!r}")
+    profile = params.get("profile", "full")
+    if profile not in PROFILES:
+        raise ValueError(f"the training parameter 'profile' is one of {', '.join(PROFILES)}, got {profile!r}")
+
+
+def warm_start_problem(options: Any, labels: set[str]) -> str | None:
+    """Why the active version's custom CNN cannot be continued in this run (None: it can)."""
+    from training.recipe import TrainingError, check_warm_start
+
+    try:
+        manifest = check_warm_start(options)
+    except TrainingError as exc:
+        return str(exc)
+    if sorted(labels) != sorted(str(c) for c in manifest["classes"]):
+        return f"its classes {manifest['classes']} are not the pool's {sorted(labels)}"
+    return None
 
 
 def run_training(session_factory: sessionmaker[Session], settings: Settings, run_id: int) -> int | None:
@@ -167,13 +213,22 @@ def _train_and_register(session_factory: sessionmaker[Session], settings: Settin
             run = session.get(TrainingRun, run_id)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             out_dir = settings.bundles_dir / f"{stamp}-run{run_id}"
-            options = training_options(run, settings, out_dir)
+            active = active_version(session)
+            options = training_options(run, settings, out_dir, active)
+            warm_asked = bool((run.params or {}).get("warm_start"))
+            active_id = active.id if active is not None else None
         pool = gather_pool(session_factory, settings, options.data)
         counts = pool.summary
         progress.pending.append(
             f"{datetime.now(timezone.utc):%H:%M:%S} [pool] {counts['folder_files']} folder files, "
             f"{counts['reviewed_scans']} reviewed scans ({counts['overrides']} overriding a folder label); "
             f"{counts['evaluation']} held out for evaluation, {counts['train_pool']} to train on")
+        if options.notes:
+            progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [profile] {options.profile}: "
+                                    f"{options.notes}")
+        if warm_asked:
+            progress.pending.append(f"{datetime.now(timezone.utc):%H:%M:%S} [warm start] "
+                                    + _warm_start_line(options, pool, active_id))
         progress.write(data_summary=dict(counts))
         settings.bundles_dir.mkdir(parents=True, exist_ok=True)
         progress("start", 0.0, f"training into {out_dir}")
@@ -207,6 +262,19 @@ def _train_and_register(session_factory: sessionmaker[Session], settings: Settin
     if promote:
         dispatch_waiting_jobs(session_factory, settings)
     return version_id
+
+
+def _warm_start_line(options: Any, pool: Any, active_id: int | None) -> str:
+    """Settle a requested warm start (cleared when it cannot work) and say what happens."""
+    if options.warm_start is None:
+        return "no active version to continue from: the custom CNN trains from scratch"
+    problem = warm_start_problem(options, {item.label for item in pool.train})
+    if problem is not None:
+        options.warm_start = None
+        return f"version {active_id}'s custom CNN cannot be continued ({problem}): it trains from scratch"
+    recipe = options.warm_recipe()
+    return (f"continuing version {active_id}'s custom CNN for {recipe.epochs} epochs at a peak rate of "
+            f"{recipe.learning_rate:g}; the gate still decides")
 
 
 def _record_decision(session: Session, run_id: int, candidate_id: int, compared: tuple[int, Any] | None,
@@ -254,7 +322,8 @@ def create_scheduled_run(session_factory: sessionmaker[Session], settings: Setti
             logger.info("scheduled retraining skipped: training run %s is already queued or running", busy)
             return None
         # Marked as sent: this task trains it itself, right away.
-        run = TrainingRun(trigger="schedule", status="queued", dispatched_at=utcnow())
+        params = {"warm_start": True} if settings.retrain_warm_start else {}
+        run = TrainingRun(trigger="schedule", status="queued", dispatched_at=utcnow(), params=params)
         session.add(run)
         session.commit()
         return run.id

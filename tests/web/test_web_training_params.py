@@ -1,0 +1,17 @@
+"""POST /api/v1/training-runs takes warm_start and profile in params; other unknown fields stay refused."""
+from __future__ import annotations
+
+from db.models import TrainingRun
+
+
+def test_warm_start_and_profile_are_accepted_and_unknown_fields_still_refused(client, auth, session, broker):
+    response = client.post("/api/v1/training-runs", json={"params": {"warm_start": True, "profile": "quick"}},
+                           headers=auth("admin"))
+    assert response.status_code == 202, response.get_json()
+    assert session.get(TrainingRun, response.get_json()["id"]).params == {"warm_start": True, "profile": "quick"}
+    response = client.post("/api/v1/training-runs", json={"params": {"warm_start": True, "warm": True}},
+                           headers=auth("admin"))
+    assert response.status_code == 422 and "warm" in str(response.get_json())
+    response = client.post("/api/v1/training-runs", json={"params": {"warm_start": True}, "profile": "quick"},
+                           headers=auth("admin"))
+    assert response.status_code == 422
