@@ -1,10 +1,10 @@
 """A stored scan as a PNG for the scan page: DICOM in its own window, or a window/level the viewer picks.
 
 The default picture is exactly what the decoder hands the models (training.decode: a DICOM's
-WindowCenter/WindowWidth, else its 0.5-99.5 percentile range). A chosen window of a grayscale
-DICOM is applied to the rescaled stored values (RescaleSlope/Intercept), not to the 8-bit
-picture, so widening it shows detail the default window clipped; other images are windowed on
-their 0-255 values.
+WindowCenter/WindowWidth, else its 0.5-99.5 percentile range, which 16-bit and float PNG/TIFF
+get too). A chosen window of a grayscale DICOM is applied to the rescaled stored values
+(RescaleSlope/Intercept), and of a deep PNG/TIFF to its samples, not to the 8-bit picture, so
+widening it shows detail the default window clipped; 8-bit images are windowed on 0-255.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class Picture:
     low: float  # the value range, for the page's sliders
     high: float
     invert: bool = False  # MONOCHROME1: low values are white
-    dicom: bool = False
+    source: str = ""  # "DICOM", "PNG, 16-bit", "JPEG", ... for the page
+    stored_values: bool = False  # windowed in the file's own sample values, not 0-255
 
     @property
     def size(self) -> tuple[int, int]:
@@ -52,8 +53,13 @@ def load_picture(uploads_dir: Path, sha256: str, frame: int, max_pixels: int | N
     invert = _gray_dicom(data, force=kind is None) if kind in (None, "dicom") else None
     if invert is not None:
         return _dicom_picture(data, frame, image, invert=invert)
+    if kind in ("png", "tiff"):
+        deep = _deep_picture(data, image, kind)
+        if deep is not None:
+            return deep
     values = image.astype(np.float64)
-    return Picture(values=values, default_image=image, center=127.5, width=255.0, low=0.0, high=255.0)
+    return Picture(values=values, default_image=image, center=127.5, width=255.0, low=0.0, high=255.0,
+                   source=(kind or "image").upper())
 
 
 def _gray_dicom(data: bytes, force: bool) -> bool | None:
@@ -91,7 +97,24 @@ def _dicom_picture(data: bytes, frame: int, image: np.ndarray, invert: bool) -> 
         p_low, p_high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
         center, width = (p_low + p_high) / 2.0, max(p_high - p_low, 1.0)
     return Picture(values=values, default_image=image, center=center, width=width, low=low,
-                   high=max(high, low + 1.0), invert=invert, dicom=True)
+                   high=max(high, low + 1.0), invert=invert, source="DICOM", stored_values=True)
+
+
+def _deep_picture(data: bytes, image: np.ndarray, kind: str) -> Picture | None:
+    """A 16-bit or float PNG/TIFF in its own sample values (the decoder windowed it by percentiles)."""
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype == np.uint8:
+        return None
+    if raw.ndim == 3:
+        # gray + alpha, or BGR(A): drop alpha like the decoder, and show colour in RGB order
+        raw = raw[..., 0] if raw.shape[2] == 2 else cv2.cvtColor(np.ascontiguousarray(raw[..., :3]), cv2.COLOR_BGR2RGB)
+    values = raw.astype(np.float64)
+    p_low, p_high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+    low, high = float(values.min()), float(values.max())
+    return Picture(values=values, default_image=image, center=(p_low + p_high) / 2.0,
+                   width=max(p_high - p_low, 1.0), low=low, high=max(high, low + 1.0),
+                   source=f"{kind.upper()}, {'float' if raw.dtype.kind == 'f' else f'{raw.dtype.itemsize * 8}-bit'}",
+                   stored_values=True)
 
 
 def _number(ds, frame: int, group: str, keyword: str, default: float | None) -> float | None:

@@ -39,8 +39,8 @@ def picture_info(settings: Settings, scan: Scan) -> tuple[dict[str, Any] | None,
     width, height = picture.size
     # 8-bit pictures: half steps, so the identity window (127.5 wide 255) is on the slider's grid.
     span = picture.high - picture.low
-    step = 0.5 if not picture.dicom else 1.0 if span > 50 else float(f"{span / 255.0:.3g}") or 1.0
-    return {"width": width, "height": height, "dicom": picture.dicom,
+    step = 0.5 if not picture.stored_values else 1.0 if span > 50 else float(f"{span / 255.0:.3g}") or 1.0
+    return {"width": width, "height": height, "source": picture.source, "stored_values": picture.stored_values,
             "center": _round(picture.center), "window": _round(picture.width),
             "low": _round(picture.low), "high": _round(picture.high), "step": step}, ""
 

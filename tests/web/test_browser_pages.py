@@ -165,7 +165,7 @@ def test_scan_page_window_zoom_and_review(app, live_server, browser, auth, sessi
     assert "4 of 5 models agree" in browser.find_element(By.ID, "agreement").text
     # window/level from the keyboard: the picture is fetched again in the chosen window
     level = browser.find_element(By.ID, "window-level")
-    assert "DICOM values" in browser.find_element(By.ID, "image-controls").text
+    assert "file's own values" in browser.find_element(By.ID, "image-controls").text
     level.send_keys(Keys.ARROW_LEFT * 20)  # in the DICOM's own values, from its window centre 1200
     _wait(browser).until(lambda b: image.get_attribute("src").endswith("?center=1180&width=1600"))
     _wait(browser).until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))

@@ -131,12 +131,34 @@ def test_a_dicom_is_shown_in_its_own_window_and_in_a_chosen_one(client, auth, se
     assert len(np.unique(wide[values > 1250])) > 100 and np.unique(default[values > 1250]).tolist() == [255]
 
 
+def test_a_16_bit_png_is_windowed_in_its_own_sample_values(client, auth):
+    import cv2
+
+    from training.decode import decode_bytes
+
+    ramp = ramp16(32)  # 12 bits used of 16, as scanners export them
+    data = cv2.imencode(".png", ramp)[1].tobytes()
+    (scan_id,) = _upload(client, auth, [("export/slice.png", data)])
+    page = client.get(f"/scans/{scan_id}", headers=auth("viewer")).get_data(as_text=True)
+    assert "PNG, 16-bit, 32 × 32 px" in page and 'max="4000"' in page
+    default = _png(client.get(f"/scans/{scan_id}/image", headers=auth("viewer")))
+    assert np.array_equal(default, decode_bytes(data)[0].image[..., 0])  # as the models saw it
+    wide = _png(client.get(f"/scans/{scan_id}/image?center=2000&width=4000", headers=auth("viewer"))).astype(int)
+    assert np.array_equal(wide, np.rint(np.clip(ramp.astype(float) * 255 / 4000, 0, 255)))
+
+
 def test_a_missing_or_undecodable_file_says_why(client, auth, session, three_scans):
     client.post("/api/v1/jobs", data=upload_data([("notes.txt", b"not a scan")]), headers=auth("uploader"))
     broken = session.scalar(select(Scan.id).where(Scan.path == "notes.txt"))
     assert client.get(f"/scans/{broken}/image", headers=auth("viewer")).status_code == 422
     page = client.get(f"/scans/{broken}", headers=auth("viewer")).get_data(as_text=True)
     assert "The picture cannot be shown" in page and 'id="scan-image"' not in page
+    from config.storage import blob_path
+
+    lost = session.get(Scan, three_scans[0])
+    blob_path(client.application.extensions["mri"].settings.uploads_dir, lost.sha256).unlink()
+    assert client.get(f"/scans/{lost.id}/image", headers=auth("viewer")).status_code == 404
+    assert "stored file of scan" in client.get(f"/scans/{lost.id}", headers=auth("viewer")).get_data(as_text=True)
 
 
 def test_review_round_trip_through_the_page_with_its_csrf_token(client, auth, three_scans):
