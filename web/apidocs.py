@@ -93,7 +93,7 @@ def _operation_view(document: dict[str, Any], path: str, method: str, op: dict[s
         responses.append({"status": status, "description": prose(response.get("description")),
                           "content": [{"media": media, "type": type_text(c.get("schema"))}
                                       for media, c in (response.get("content") or {}).items()],
-                          "headers": list((response.get("headers") or {}))})
+                          "headers": list(response.get("headers") or {})})
     return {"id": op["operationId"], "method": method.upper(), "path": path, "summary": op.get("summary", ""),
             "description": prose(op.get("description")), "role": op.get("x-required-role", ""),
             "tags": op.get("tags", []), "body_required": bool(body.get("required")), "bodies": bodies,

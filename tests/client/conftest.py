@@ -1,0 +1,194 @@
+"""Fixtures for the command-line client's tests: the real web app served over real HTTP in a thread
+(SQLite, Redis db 13 under a key prefix of its own), a proxy in front of it that counts requests
+and can cut the connection, and a runner of `mri-classify` in this process."""
+from __future__ import annotations
+
+import http.client
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+CLIENT_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once to head; each test gets a copy."""
+    from db.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("client-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@dataclass
+class Service:
+    """A running web app: its URL, the Flask app and a token per role."""
+
+    url: str
+    app: Any
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, role: str) -> str:
+        """A token of a user with `role` (made once per role)."""
+        if role not in self.tokens:
+            from web.auth import get_or_create_user, issue_token
+
+            with self.app.extensions["mri"].session_factory() as session:
+                self.tokens[role] = issue_token(session, get_or_create_user(session, f"cli-{role}", role))
+                session.commit()
+        return self.tokens[role]
+
+    def session(self):
+        """A database session on the service's database."""
+        return self.app.extensions["mri"].session_factory()
+
+
+def serve(app) -> tuple[Any, threading.Thread]:
+    """Serve a WSGI app on a free loopback port in a thread."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture()
+def service(tmp_path: Path, migrated_template: Path) -> Iterator[Service]:
+    """The real web app over HTTP on a fresh SQLite copy (no worker: scans stay queued)."""
+    from tests.helpers.services import redis_client
+    from web import create_app
+
+    redis = redis_client(CLIENT_REDIS_URL, flush=False)
+    prefix = f"cli-{uuid.uuid4().hex[:8]}:"
+    db_file = tmp_path / "service.db"
+    shutil.copy(migrated_template, db_file)
+    app = create_app({"env": "test", "data_dir": tmp_path / "data", "database_url": f"sqlite:///{db_file}",
+                      "redis_url": CLIENT_REDIS_URL, "broker_key_prefix": prefix, "max_upload_mb": 2,
+                      "log_level": "WARNING"})
+    server, thread = serve(app)
+    yield Service(f"http://127.0.0.1:{server.server_port}", app)
+    server.shutdown()
+    thread.join(10)
+    app.extensions["mri"].engine.dispose()
+    for key in redis.scan_iter(f"{prefix}*"):
+        redis.delete(key)
+    redis.close()
+
+
+class Proxy:
+    """An HTTP proxy to the service that records every request and can cut the connection of
+    upload requests (as a network that goes away would) once `uploads_allowed` is used up."""
+
+    def __init__(self, upstream: str) -> None:
+        """Start on a free loopback port."""
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, file parts in the body)
+        self.uploads_allowed: int | None = None
+        self.answer_503 = 0  # answer this many next requests 503 without passing them on
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upload = self.command == "POST" and (self.path.startswith("/api/v1/jobs?")
+                                                     or self.path.endswith("/files"))
+                with proxy.lock:
+                    if proxy.answer_503 > 0:
+                        proxy.answer_503 -= 1
+                        proxy.requests.append((self.command, self.path, 0))
+                        self.send_response(503)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Retry-After", "0")
+                        payload = b'{"error": "database_unavailable", "detail": "try again shortly"}'
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                        return
+                    if upload and proxy.uploads_allowed is not None:
+                        if proxy.uploads_allowed <= 0:
+                            self.close_connection = True
+                            self.connection.close()  # no answer at all: the network went away
+                            return
+                        proxy.uploads_allowed -= 1
+                    proxy.requests.append((self.command, self.path, body.count(b'name="files"')))
+                connection = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_POST = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def files_sent(self) -> int:
+        """File parts in the upload requests that reached the service."""
+        return sum(parts for _, _, parts in self.requests)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def proxy(service: Service) -> Iterator[Proxy]:
+    """A counting, cuttable proxy in front of the service."""
+    front = Proxy(service.url)
+    yield front
+    front.stop()
+
+
+@dataclass
+class Run:
+    """One `mri-classify` run: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture()
+def mri(capsys, tmp_path: Path) -> Callable[..., Run]:
+    """mri(*argv, env={...}) runs the client's main() in this process with only `env` (plus HOME and
+    the state folder in tmp_path) as its environment."""
+    from client.cli import main
+
+    def run(*argv: str, env: dict[str, str] | None = None) -> Run:
+        environ = {"HOME": str(tmp_path / "home"), "MRI_STATE_DIR": str(tmp_path / "state"), **(env or {})}
+        capsys.readouterr()
+        try:
+            code = main(list(argv), environ)
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,177 @@
+"""`mri-classify submit / status / results` against the real web app over HTTP: an interrupted
+upload resumed without sending again what the job holds, retries, exit codes, where the token
+comes from."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from db.models import Job, Scan
+
+FAST = ("--retries", "1", "--backoff", "0.01")
+
+
+def png(seed: int, size: int = 24) -> bytes:
+    """A small PNG, different for each seed."""
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(size, size), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def study_folder(root: Path, name: str = "study-7", count: int = 12) -> Path:
+    """A study folder of `count` slices in two series, plus desktop litter the service skips."""
+    folder = root / name
+    for index in range(count):
+        path = folder / f"series{index % 2}" / f"slice_{index:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png(index))
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return folder
+
+
+def env(url: str, token: str) -> dict[str, str]:
+    return {"MRI_URL": url, "MRI_TOKEN": token}
+
+
+def job_scans(service, job_id: int) -> list[tuple[str, str]]:
+    with service.session() as session:
+        return sorted(session.execute(select(Scan.path, Scan.study).where(Scan.job_id == job_id)).all())
+
+
+def test_an_interrupted_upload_resumes_sending_only_the_missing_files(service, proxy, mri, tmp_path):
+    folder = study_folder(tmp_path)
+    environ = env(proxy.url, service.token("uploader"))
+    proxy.uploads_allowed = 2  # then the network goes away for uploads
+    first = mri(*FAST, "submit", str(folder), "--part-files", "3", env=environ)
+    assert first.code == 6, first.err
+    assert "run the same command again" in first.err
+    with service.session() as session:
+        job = session.scalars(select(Job)).one()
+        assert (job.sealed, job.total) == (False, 6)
+    assert proxy.files_sent() == 6
+    assert len(list((tmp_path / "state" / "uploads").glob("*.json"))) == 1
+
+    proxy.uploads_allowed, proxy.requests = None, []
+    second = mri(*FAST, "submit", str(folder), "--part-files", "3", env=environ)
+    assert second.code == 0, second.err
+    assert second.out.strip() == f"{proxy.url}/jobs/{job.id}"
+    assert f"job {job.id}: 6 of 12 files already there; sending 6" in second.err
+    uploads = [r for r in proxy.requests if r[0] == "POST" and r[1].endswith("/files")]
+    assert [parts for _, _, parts in uploads] == [3, 3] and proxy.files_sent() == 6
+    assert ("GET", f"/api/v1/jobs/{job.id}/files", 0) in proxy.requests
+    scans = job_scans(service, job.id)
+    assert len(scans) == 12 and len(set(scans)) == 12
+    assert {study for _, study in scans} == {"study-7"}
+    assert scans[0][0] == "study-7/series0/slice_000.png"
+    with service.session() as session:
+        assert session.get(Job, job.id).sealed
+    assert list((tmp_path / "state" / "uploads").glob("*.json")) == []
+
+
+def test_resume_by_job_id_matches_by_content_hash_whatever_the_input(service, proxy, mri, tmp_path):
+    """A folder upload cut short, resumed by job id from a zip of the same folder: only the files
+    whose SHA-256 the job lacks are sent."""
+    folder = study_folder(tmp_path, count=8)
+    environ = env(proxy.url, service.token("uploader"))
+    proxy.uploads_allowed = 1
+    assert mri(*FAST, "submit", str(folder), "--part-files", "5", env=environ).code == 6
+    with service.session() as session:
+        job_id = session.scalars(select(Job.id)).one()
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(folder.rglob("*.png")):
+            handle.write(path, path.relative_to(tmp_path).as_posix())
+    proxy.uploads_allowed, proxy.requests = None, []
+    resumed = mri(*FAST, "submit", "--resume", str(job_id), str(archive), env=environ)
+    assert resumed.code == 0, resumed.err
+    assert proxy.files_sent() == 3
+    assert len(job_scans(service, job_id)) == 8
+
+
+def test_a_part_answered_503_is_sent_again(service, proxy, mri, tmp_path):
+    folder = study_folder(tmp_path, count=4)
+    proxy.answer_503 = 1  # the job-creating request: the service did not process it, so it is retried
+    run = mri(*FAST, "submit", str(folder), env=env(proxy.url, service.token("uploader")))
+    assert run.code == 0, run.err
+    assert "503 database_unavailable; trying again" in run.err
+    with service.session() as session:
+        assert session.scalars(select(Job.total)).all() == [4]
+
+
+def test_status_and_results_csv_of_a_job(service, mri, tmp_path):
+    folder = study_folder(tmp_path, count=3)
+    environ = env(service.url, service.token("uploader"))
+    submitted = mri("submit", str(folder), env=environ)
+    assert submitted.code == 0, submitted.err
+    job_id = int(submitted.out.strip().rsplit("/", 1)[1])
+    status = mri("status", str(job_id), env=environ)
+    assert status.code == 0, status.err
+    assert "scans: 3 total, 0 classified, 0 failed, 3 waiting" in status.out
+    assert json.loads(mri("status", str(job_id), "--json", env=environ).out)["total"] == 3
+    target = tmp_path / "job.csv"
+    exported = mri("results", str(job_id), "--csv", str(target), env=environ)
+    assert exported.code == 0, exported.err
+    rows = list(csv.DictReader(target.open()))
+    assert [(r["path"], r["study"], r["status"]) for r in rows] == [
+        ("study-7/series0/slice_000.png", "study-7", "queued"), ("study-7/series0/slice_002.png", "study-7", "queued"),
+        ("study-7/series1/slice_001.png", "study-7", "queued")]
+    filtered = mri("results", "--label", "glioma", "--csv", "-", env=environ)
+    assert filtered.code == 0 and filtered.out.startswith("scan_id,job_id,path")
+
+
+def test_exit_codes_and_messages_for_refusals(service, mri, tmp_path):
+    folder = study_folder(tmp_path, count=1)
+    bad = mri("status", "1", env=env(service.url, "not-a-token"))
+    assert bad.code == 3 and "not authorized" in bad.err and "MRI_TOKEN" in bad.err
+    viewer = mri("submit", str(folder), env=env(service.url, service.token("viewer")))
+    assert viewer.code == 3 and "forbidden: this needs the uploader role" in viewer.err
+    missing = mri("status", "4242", env=env(service.url, service.token("viewer")))
+    assert missing.code == 4 and "job 4242 does not exist" in missing.err
+    refused = mri("results", "--min-confidence", "2", env=env(service.url, service.token("viewer")))
+    assert refused.code == 5 and "bad_filter" in refused.err
+    nothing = mri("submit", str(tmp_path / "no-such-folder"), env=env(service.url, service.token("uploader")))
+    assert nothing.code == 2 and "no such file or folder" in nothing.err
+
+
+def test_an_unreachable_service_and_a_database_outage(mri, tmp_path, migrated_template):
+    from tests.helpers.services import free_port
+    from web import create_app
+    from conftest import serve
+
+    closed = mri(*FAST, "status", "1", env=env(f"http://127.0.0.1:{free_port()}", "t"))
+    assert closed.code == 6 and "cannot reach the service" in closed.err
+    app = create_app({"env": "test", "data_dir": tmp_path / "data", "log_level": "WARNING",
+                      "database_url": "postgresql+psycopg://postgres@127.0.0.1:1/x",
+                      "redis_url": "redis://127.0.0.1:6379/13"})
+    server, _ = serve(app)
+    try:
+        down = mri("--retries", "0", "status", "1", env=env(f"http://127.0.0.1:{server.server_port}", "t"))
+    finally:
+        server.shutdown()
+        app.extensions["mri"].engine.dispose()
+    assert down.code == 6 and "database is unavailable" in down.err
+
+
+def test_url_and_token_from_a_private_config_file_env_first(service, mri, tmp_path):
+    config = tmp_path / "home" / ".config" / "mri-classify" / "config"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"[mri-classify]\nurl = {service.url}\ntoken = {service.token('viewer')}\n")
+    config.chmod(0o600)
+    assert mri("status", "1", env={}).code == 4  # reached the service with the file's token: no job 1
+    # the environment wins over the file
+    assert mri("status", "1", env={"MRI_TOKEN": "not-a-token"}).code == 3
+    config.chmod(0o644)
+    unsafe = mri("status", "1", env={})
+    assert unsafe.code == 2 and "chmod 600" in unsafe.err
+    assert service.token("viewer") not in unsafe.err
+    other = tmp_path / "elsewhere.ini"
+    other.write_text(f"[mri-classify]\nurl = {service.url}\n")
+    assert "no token" in mri("status", "1", env={"MRI_CONFIG": str(other)}).err
