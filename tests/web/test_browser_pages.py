@@ -174,9 +174,24 @@ def test_scan_page_window_zoom_and_review(app, live_server, browser, auth, sessi
     browser.find_element(By.ID, "zoom-fit").click()
     _shoot(browser, "scan", "desktop")
 
+    # the keyboard alone reaches every control, in reading order, and shows where it is
+    browser.refresh()
+    reached, ring = [], {}
+    for _ in range(40):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        focused = browser.switch_to.active_element
+        reached.append(focused.get_attribute("id"))
+        ring[reached[-1]] = focused.value_of_css_property("outline-style")
+        if reached[-1] == "review-submit":
+            break
+    order = ["previous-scan", "next-scan", "image-box", "window-level", "window-width", "window-reset",
+             "zoom-out", "zoom-fit", "zoom-actual", "zoom-in", "review-label", "review-note", "review-submit"]
+    assert [i for i in reached if i in order] == order, reached
+    assert {ring[i] for i in order} == {"solid"}
+
     Select(browser.find_element(By.ID, "review-label")).select_by_value("meningioma")
-    browser.find_element(By.ID, "review-note").send_keys("dural tail")
-    _reloaded(browser, browser.find_element(By.ID, "review-submit").click)
+    browser.find_element(By.ID, "review-note").send_keys("dural tail", Keys.TAB)  # on to "Save review"
+    _reloaded(browser, lambda: browser.switch_to.active_element.send_keys(Keys.ENTER))
     _wait(browser).until(ec.text_to_be_present_in_element((By.ID, "current-review"), "meningioma"))
     assert "reviewer-person" in browser.find_element(By.ID, "current-review").text
     session.expire_all()
