@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from db.models import Job, ModelVersion, Prediction, Scan, TrainingRun, User
+from db.models import ModelVersion, Prediction, Scan, TrainingRun, User
 from tests.helpers.bad_inputs import dicom_bytes, ramp16
 from web_helpers import png_bytes, upload_data
 
