@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from werkzeug.serving import make_server
+from client_helpers import serve
 
 CLIENT_REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -49,14 +49,6 @@ class Service:
     def session(self):
         """A database session on the service's database."""
         return self.app.extensions["mri"].session_factory()
-
-
-def serve(app) -> tuple[Any, threading.Thread]:
-    """Serve a WSGI app on a free loopback port in a thread."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread
 
 
 @pytest.fixture()

@@ -142,9 +142,9 @@ def test_exit_codes_and_messages_for_refusals(service, mri, tmp_path):
 
 
 def test_an_unreachable_service_and_a_database_outage(mri, tmp_path, migrated_template):
+    from client_helpers import serve
     from tests.helpers.services import free_port
     from web import create_app
-    from conftest import serve
 
     closed = mri(*FAST, "status", "1", env=env(f"http://127.0.0.1:{free_port()}", "t"))
     assert closed.code == 6 and "cannot reach the service" in closed.err
