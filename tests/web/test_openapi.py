@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import re
 
-import pytest
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_spec_validator import validate as validate_spec
@@ -196,7 +195,7 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
     check(client.get(f"/api/v1/scans/{scan_id}", headers=viewer), 200)
     check(client.post(f"/api/v1/scans/{scan_id}/review", json={"label": "meningioma", "note": "dural tail"},
                       headers=reviewer), 201)
-    check(client.get(f"/api/v1/results?reviewed=true&disagrees=true", headers=viewer), 200)
+    check(client.get("/api/v1/results?reviewed=true&disagrees=true", headers=viewer), 200)
     check(client.delete(f"/api/v1/scans/{scan_id}/review", headers=reviewer), 200)
 
     # models and training runs
