@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from models import ESTIMATOR_NAMES, NETWORK_NAMES
 from models.backbones import file_digest
+from models.preprocessing_record import PreprocessingMismatch, check_preprocessing, preprocessing_record
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Bundle:
     label_encoder: Any
     ensemble_weights: dict[str, float] = field(default_factory=dict)
     digest: str = ""
+    preprocessing_warnings: list[str] = field(default_factory=list)
 
     @property
     def model_names(self) -> list[str]:
@@ -126,6 +128,7 @@ def save_bundle(
     full["format_version"] = FORMAT_VERSION
     full["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     full["packages"] = package_versions()
+    full["preprocessing"] = preprocessing_record(full["models"])
     full["files"] = dict(sorted(files.items()))
     _write_atomic(out / MANIFEST_NAME, json.dumps(full, indent=2, sort_keys=True).encode())
     logger.info("saved bundle %s with %s", out, ", ".join(full["models"]))
@@ -231,6 +234,12 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
 
     bundle = Path(bundle_dir)
     manifest = verify_bundle(bundle)
+    try:
+        preprocessing_warnings = check_preprocessing(manifest)
+    except PreprocessingMismatch as exc:
+        raise BundleError(f"{bundle}: {exc}") from exc
+    for warning in preprocessing_warnings:
+        logger.warning("%s: %s", bundle, warning)
     files = manifest["files"]
     names = manifest.get("models", [])
     encoder = joblib.load(io.BytesIO(_verified_bytes(bundle / LABEL_ENCODER_FILE, files[LABEL_ENCODER_FILE])))
@@ -258,4 +267,5 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
         label_encoder=encoder,
         ensemble_weights=weights,
         digest=bundle_digest(bundle),
+        preprocessing_warnings=preprocessing_warnings,
     )

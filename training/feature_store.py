@@ -28,9 +28,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from models.preprocessing_record import PREPROCESSING_VERSION
+
 log = logging.getLogger(__name__)
 
-# Bumped when decoding, resizing or preprocessing changes what a cached feature means.
+# Bumped when the store's layout changes; a change to decoding, resizing or normalisation
+# bumps PREPROCESSING_VERSION, which is part of every namespace too.
 STORE_FORMAT = 1
 _SUFFIX = ".npy"
 _TMP_MARK = ".tmp-"
@@ -133,8 +136,8 @@ class FeatureStore:
 
     def namespace(self, arch: str, fingerprint: str, image_size: int, view: dict, dim: int) -> Namespace:
         """The entries for one backbone, size and view; its identity is written beside them."""
-        identity = {"format": STORE_FORMAT, "arch": arch, "weights_sha256": fingerprint,
-                    "image_size": int(image_size), "view": view, "dim": int(dim)}
+        identity = {"format": STORE_FORMAT, "preprocessing": PREPROCESSING_VERSION, "arch": arch,
+                    "weights_sha256": fingerprint, "image_size": int(image_size), "view": view, "dim": int(dim)}
         name = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         folder = self.root / name
         about = folder / "namespace.json"

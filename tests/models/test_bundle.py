@@ -166,3 +166,44 @@ def test_a_tampered_keras_file_stops_loading_before_anything_is_deserialised(bun
     with pytest.raises(BundleError, match=r"resnet50\.keras does not match its SHA-256"):
         load_bundle(bundle_copy)
     assert not marker.exists()
+
+
+def _edit_preprocessing(bundle: Path, change) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_manifest_records_the_preprocessing_and_a_matching_bundle_loads_quietly(tiny_bundle):
+    from models.preprocessing_record import NORMALISATION, PREPROCESSING_VERSION
+
+    record = verify_bundle(tiny_bundle)["preprocessing"]
+    assert record["version"] == PREPROCESSING_VERSION
+    assert record["normalisation"] == NORMALISATION  # all five models
+    assert "INTER_AREA" in record["chain"]["resize"] and "percentile" in record["chain"]["dicom"]
+    assert "opencv-python-headless" in record["libraries"] and "pydicom" in record["libraries"]
+    assert load_bundle(tiny_bundle).preprocessing_warnings == []
+
+
+def test_a_bundle_without_a_record_or_from_older_code_loads_with_a_warning(bundle_copy, caplog):
+    _edit_preprocessing(bundle_copy, lambda m: m.pop("preprocessing"))
+    [warning] = load_bundle(bundle_copy).preprocessing_warnings
+    assert "records no preprocessing" in warning and "records no preprocessing" in caplog.text
+    _edit_preprocessing(bundle_copy, lambda m: m.update(preprocessing={"version": 1, "libraries": {}}))
+    assert "version 1" in load_bundle(bundle_copy).preprocessing_warnings[0]
+    _edit_preprocessing(bundle_copy, lambda m: m.update(
+        preprocessing={**verify_bundle(bundle_copy).get("preprocessing", {}), "version": 2,
+                       "libraries": {"pydicom": "0.9"}}))
+    assert any("pydicom" in w and "0.9" in w for w in load_bundle(bundle_copy).preprocessing_warnings)
+
+
+def test_preprocessing_this_code_cannot_reproduce_is_refused(bundle_copy):
+    from models.preprocessing_record import PREPROCESSING_VERSION
+
+    _edit_preprocessing(bundle_copy, lambda m: m["preprocessing"].update(version=PREPROCESSING_VERSION + 1))
+    with pytest.raises(BundleError, match="newer than this code"):
+        load_bundle(bundle_copy)
+    _edit_preprocessing(bundle_copy, lambda m: m["preprocessing"].update(
+        version=PREPROCESSING_VERSION, normalisation={"custom_cnn": "pixels / 127.5 - 1"}))
+    with pytest.raises(BundleError, match="custom_cnn was trained on inputs normalised as"):
+        load_bundle(bundle_copy)
