@@ -21,6 +21,11 @@ def prose(text: str | None) -> Markup:
     return Markup("".join(html))
 
 
+def cell(text: str | None) -> Markup:
+    """Like prose, for a table cell: paragraphs separated by line breaks, no <p> margins."""
+    return Markup(str(prose(text)).removeprefix("<p>").removesuffix("</p>").replace("</p><p>", "<br>"))
+
+
 def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """Follow a $ref (parameters, responses, request bodies) to what it names."""
     while isinstance(node, dict) and "$ref" in node:
@@ -66,7 +71,7 @@ def fields(document: dict[str, Any], schema: dict[str, Any] | None) -> list[dict
     for name, prop in (schema.get("properties") or {}).items():
         limits = [f"{k} {prop[k]}" for k in ("minimum", "maximum", "minLength", "maxLength") if k in prop]
         rows.append({"name": name, "type": type_text(prop), "required": name in required,
-                     "description": prose(prop.get("description")),
+                     "description": cell(prop.get("description")),
                      "default": prop.get("default"), "limits": ", ".join(limits)})
     return rows
 
@@ -90,7 +95,7 @@ def _operation_view(document: dict[str, Any], path: str, method: str, op: dict[s
     responses = []
     for status, response in op.get("responses", {}).items():
         response = resolve(document, response)
-        responses.append({"status": status, "description": prose(response.get("description")),
+        responses.append({"status": status, "description": cell(response.get("description")),
                           "content": [{"media": media, "type": type_text(c.get("schema"))}
                                       for media, c in (response.get("content") or {}).items()],
                           "headers": list(response.get("headers") or {})})
@@ -99,7 +104,7 @@ def _operation_view(document: dict[str, Any], path: str, method: str, op: dict[s
             "tags": op.get("tags", []), "body_required": bool(body.get("required")), "bodies": bodies,
             "body_description": prose(body.get("description")),
             "params": [{"name": p["name"], "in": p["in"], "required": bool(p.get("required")),
-                        "type": type_text(p.get("schema")), "description": prose(p.get("description"))}
+                        "type": type_text(p.get("schema")), "description": cell(p.get("description"))}
                        for p in params],
             "responses": responses}
 
