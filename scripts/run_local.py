@@ -4,7 +4,7 @@ Steps: DATA_DIR and its secret key, a broker (a Redis that answers, a private
 redis-server, or Celery's filesystem transport), migrations, then web, an inference
 worker (-Q inference,default), a training worker (-Q training) and beat in their own
 process groups; an admin token; and, when TRAINING_DATA_DIR holds a labelled folder
-and nothing is trained or training yet, a first training run.
+and nothing is trained or training yet, a quick first training run and then the full one.
 Run it with the project's virtualenv Python (the Makefile does).
 """
 from __future__ import annotations
@@ -212,7 +212,9 @@ def admin_token(base_url: str, env: dict[str, str], data_dir: Path) -> str:
 
 
 def maybe_queue_training(base_url: str, token: str, env: dict[str, str]) -> None:
-    """Queue a first training run when TRAINING_DATA_DIR is labelled and nothing exists yet."""
+    """Queue a first model when TRAINING_DATA_DIR is labelled and nothing exists yet: a quick run
+    (minutes on a CPU, profile "quick") so jobs can start, then the full run, which the training
+    worker takes next and the gate promotes over the quick version when it is not worse."""
     folder = env.get("TRAINING_DATA_DIR")
     if not folder:
         say("TRAINING_DATA_DIR is not set: no training will be queued. Jobs wait until a model "
@@ -232,14 +234,17 @@ def maybe_queue_training(base_url: str, token: str, env: dict[str, str]) -> None
         return
     # The worker reads TRAINING_DATA_DIR from its environment; only recipe options travel here.
     params = {"backbone_weights": backbone} if (backbone := env.get("BACKBONE_WEIGHTS")) else {}
-    status, body = http("POST", f"{base_url}/api/v1/training-runs", token, {"params": params})
-    if status not in (200, 201, 202):
-        say(f"could not queue the first training run ({status}): {body}")
-        return
-    run_id = body.get("id") if isinstance(body, dict) else body
-    say(f"queued first training run #{run_id} on {folder} ({', '.join(classes)}; backbone weights: "
-        f"{params.get('backbone_weights', 'imagenet')}); jobs wait as queued until it finishes "
-        "(README: how long on a CPU, or register a trained bundle instead).")
+    queued = []
+    for label, run_params in (("quick", {**params, "profile": "quick"}), ("full", params)):
+        status, body = http("POST", f"{base_url}/api/v1/training-runs", token, {"params": run_params})
+        if status not in (200, 201, 202):
+            say(f"could not queue the {label} first training run ({status}): {body}")
+            return
+        queued.append(body.get("id") if isinstance(body, dict) else body)
+    say(f"queued a quick first model, training run #{queued[0]} (profile 'quick': minutes on a CPU, its "
+        f"version's manifest says so), then the full run #{queued[1]} on {folder} ({', '.join(classes)}; "
+        f"backbone weights: {params.get('backbone_weights', 'imagenet')}), which replaces it when the gate "
+        "finds it better. Jobs wait as queued until the quick one is active (README: first model).")
 
 
 def supervise(sup: Supervisor, env: dict[str, str], stop: dict[str, bool]) -> int:
