@@ -38,7 +38,7 @@ test: venv-dev ## run the whole test suite (PostgreSQL and Redis must answer: se
 	@scripts/run_tests.sh $(PYTEST_ARGS)
 
 lint: venv-dev ## byte-compile everything; ruff too if it is installed
-	@$(VPY) -m compileall -q config db models training tasks web workers scripts bench tests
+	@$(VPY) -m compileall -q config db models training tasks web workers scripts bench client tests
 	@if $(VPY) -m ruff --version >/dev/null 2>&1; then $(VPY) -m ruff check .; \
 	else echo "ruff is not installed in $(VENV): only byte-compiled (pip install ruff for more)"; fi
 
