@@ -152,12 +152,12 @@ def cmd_submit(api: Api, args: argparse.Namespace, environ: Mapping[str, str]) -
     todo: list[LocalFile] = files
     if job is not None:
         job, todo = _resume(api, job, files, explicit=args.resume is not None, state=state)
-    total_mb = sum(f.size for f in todo) / 1e6
+    total_mib = sum(f.size for f in todo) / 2**20  # as the progress bar counts
     if job is not None:
         err(f"job {job}: {len(files) - len(todo)} of {len(files)} files already there; sending {len(todo)} "
-            f"({total_mb:.1f} MB)")
+            f"({total_mib:.1f} MiB)")
     else:
-        err(f"sending {len(files)} files ({total_mb:.1f} MB)")
+        err(f"sending {len(files)} files ({total_mib:.1f} MiB)")
     outcome = Outcome(job=job or 0)
     if todo:
         outcome = _upload(api, args, todo, job, state)
