@@ -73,3 +73,16 @@ def bfloat16_supported() -> bool:
 
         return any(d.platform == "gpu" for d in jax.devices())
     return False
+
+
+PRECISION_SETTINGS = ("auto", "float32", "bfloat16")
+"""What INFERENCE_PRECISION (workers) and --precision (evaluate, predict) accept."""
+
+
+def resolve_precision(setting: str) -> str:
+    """A precision setting -> the engine's precision: 'auto' picks bfloat16 on bf16 CPUs or GPUs."""
+    if setting in ("float32", "bfloat16"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"unknown inference precision {setting!r}")
+    return "bfloat16" if bfloat16_supported() else "float32"

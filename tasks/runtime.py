@@ -84,13 +84,11 @@ def configure_devices() -> None:
 
 def resolve_precision(setting: str) -> str:
     """INFERENCE_PRECISION → the engine's precision: 'auto' picks bfloat16 on bf16 CPUs or GPUs."""
-    if setting in ("float32", "bfloat16"):
+    if setting in ("float32", "bfloat16"):  # no Keras import for an explicit choice
         return setting
-    if setting != "auto":
-        raise ValueError(f"unknown inference precision {setting!r}")
-    from models.precision import bfloat16_supported  # imports Keras: only when an engine loads
+    from models.precision import resolve_precision as resolve  # imports Keras: only when needed
 
-    return "bfloat16" if bfloat16_supported() else "float32"
+    return resolve(setting)
 
 
 def engine_for(model_version_id: int, bundle_path: str | Path, conf: Settings | None = None) -> Any:

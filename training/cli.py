@@ -77,13 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="labelled folder or zip")
     evaluate.add_argument("--report", required=True, help="folder for metrics.json and plots")
     evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    _precision_option(evaluate)
 
     predict = sub.add_parser("predict", help="classify scans (files or folders)")
     predict.add_argument("--models", required=True, help="bundle folder")
     predict.add_argument("paths", nargs="+", help="scan files or folders")
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     predict.add_argument("--batch-size", type=_positive_int, default=32)
+    _precision_option(predict)
     return parser
+
+
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    """--precision, defaulting to the workers' own INFERENCE_PRECISION so figures are those served."""
+    # Same environment setting and default as the workers (config/settings.py, README table).
+    default = os.environ.get("INFERENCE_PRECISION", "auto")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=default,
+                        help="engine precision as a worker would use it (default: INFERENCE_PRECISION, "
+                             f"else auto: bfloat16 on bf16 hardware); now {default}")
 
 
 class _ProgressPrinter:
@@ -169,8 +180,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle; print the summary table."""
     from training.evaluate import evaluate_bundle
 
-    metrics = evaluate_bundle(args.models, args.data, args.report, _ProgressPrinter(), args.batch_size)
+    metrics = evaluate_bundle(args.models, args.data, args.report, _ProgressPrinter(), args.batch_size,
+                              precision=args.precision)
     print(metrics_table(metrics["models"]))
+    used = metrics["precision"]
+    agreement = used["label_agreement_with_float32"]
+    print(f"precision: {used['used']} (setting {used['setting']})" + (
+        "; label agreement with float32: " + ", ".join(f"{n} {v:.4f}" for n, v in agreement.items())
+        if agreement else ""))
+    files = metrics["files"]
+    print(f"files: {files['evaluated']} of {files['listed']} evaluated, {len(files['skipped'])} skipped")
     print(f"report: {Path(args.report) / 'metrics.json'}")
     return 0
 
@@ -179,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify files/folders; exit 1 only if nothing could be classified."""
     from training.predict import predict_paths, render_table
 
-    result = predict_paths(args.models, args.paths, batch_size=args.batch_size)
+    result = predict_paths(args.models, args.paths, batch_size=args.batch_size, precision=args.precision)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -219,11 +219,13 @@ def load_image_array(
     image_size: int,
     workers: int | None = None,
     on_error: Literal["raise", "skip"] = "raise",
+    skipped: dict[int, str] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Decode and resize items in parallel into uint8 [N, S, S, 3] plus each row's item index.
 
     A multi-frame DICOM contributes one row per frame, so its index repeats in
-    kept_indices; with on_error="skip" undecodable items are logged and left out.
+    kept_indices; with on_error="skip" undecodable items are logged and left out, and
+    `skipped` (when given) receives {item index: reason} for each.
     """
     from models.preprocess import resize_image  # noqa: PLC0415 - models/ owns resizing
 
@@ -245,6 +247,8 @@ def load_image_array(
                 raise DecodeError(f"{item.source}: {exc}") from exc
             logger.warning("skipping %s: %s", item.source, exc)
             failed.add(index)
+            if skipped is not None:
+                skipped[index] = str(exc)
             return
         if item.frame is not None:
             if item.frame >= len(scans):
@@ -252,6 +256,8 @@ def load_image_array(
                     raise DecodeError(f"{item.source}: frame {item.frame} not found ({len(scans)} frame(s))")
                 logger.warning("skipping %s: frame %d not found", item.source, item.frame)
                 failed.add(index)
+                if skipped is not None:
+                    skipped[index] = f"frame {item.frame} not found ({len(scans)} frame(s))"
                 return
             scans = [scans[item.frame]]
         out[index] = resize_image(scans[0].image, image_size)

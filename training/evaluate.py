@@ -50,10 +50,17 @@ def evaluate_bundle(
     report_dir: str | Path,
     progress: ProgressFn | None = None,
     batch_size: int = 32,
+    precision: str = "float32",
 ) -> dict:
-    """Classify a labelled folder/zip with the bundle; write metrics.json and PNG plots; return metrics."""
+    """Classify a labelled folder/zip with the bundle; write metrics.json and PNG plots; return metrics.
+
+    `precision` is a worker's INFERENCE_PRECISION setting ("auto", "float32", "bfloat16"), so the
+    figures are those of the models as served; when it resolves to bfloat16 the float32 labels
+    are computed too and each model's agreement between the two is reported.
+    """
     from models.bundle import verify_bundle
     from models.engine import InferenceEngine
+    from models.precision import resolve_precision
     from training.datasets import list_labelled, load_image_array
     from training.metrics import classification_metrics, roc_curves
     from training.plots import plot_accuracy_comparison, plot_confusion_matrix, plot_roc_curves
@@ -63,14 +70,30 @@ def evaluate_bundle(
     items = list_labelled(data)
     # Check class folders before loading networks or decoding: a wrong folder fails fast.
     _labels_for(items, [], classes)
-    images, kept = load_image_array(items, int(manifest["image_size"]), on_error="skip")
+    skipped: dict[int, str] = {}
+    images, kept = load_image_array(items, int(manifest["image_size"]), on_error="skip", skipped=skipped)
     if len(kept) == 0:
         raise EvaluationError(f"none of the {len(items)} files in {data} could be decoded")
     y_true = _labels_for(items, kept, classes)
-    engine = InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
+    used = resolve_precision(precision)
+    engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
     probs = engine_probabilities(engine, images, progress)
     names = [n for n in engine.model_names if n in probs] + ["ensemble"]
-    metrics = {"models": {n: classification_metrics(y_true, probs[n], classes) for n in names}}
+    agreement = None
+    if used != "float32":
+        reference = engine_probabilities(InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size), images)
+        agreement = {n: float(np.mean(probs[n].argmax(1) == reference[n].argmax(1))) for n in names}
+    metrics = {
+        "models": {n: classification_metrics(y_true, probs[n], classes) for n in names},
+        "precision": {"setting": precision, "used": used, "label_agreement_with_float32": agreement},
+        "files": {
+            "listed": len(items),
+            "evaluated": len(set(kept)),
+            "images": len(kept),  # a multi-frame DICOM counts once per frame
+            "skipped": [{"file": items[i].source, "reason": skipped.get(i, "not decodable")}
+                        for i in sorted(set(range(len(items))) - set(kept))],
+        },
+    }
 
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,9 @@ def classification_metrics(
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
-    present = support > 0
+    # Macro F1 over the classes that occur in the truth or in the predictions: absent classes
+    # would drag a small report to 0, but a class only ever predicted wrongly must count.
+    present = (support > 0) | np.isin(labels, y_pred)
     per_class = {
         str(name): {
             "precision": float(precision[i]),
@@ -36,7 +38,7 @@ def classification_metrics(
         for i, name in enumerate(classes)
     }
     roc_auc: float | None = None
-    if present.all() and len(y_true) > 0:
+    if (support > 0).all() and len(y_true) > 0:
         try:
             value = roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
             roc_auc = None if math.isnan(value) else float(value)
@@ -44,7 +46,6 @@ def classification_metrics(
             roc_auc = None
     return {
         "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else 0.0,
-        # Macro F1 over the classes that occur, so a tiny report is not dragged to 0 by absent ones.
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist(),

@@ -51,19 +51,23 @@ def _error_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_size: int = 32) -> dict:
-    """Decode and classify every scan; return {"bundle", "scans": [...], "errors": [...]}.
+def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_size: int = 32,
+                  precision: str = "float32") -> dict:
+    """Decode and classify every scan; return {"bundle", "precision", "scans": [...], "errors": [...]}.
 
     Files are decoded in threads a few batches ahead (models.pipeline), so decoding the
     next batch overlaps the engine's compute on the current one; memory stays bounded.
+    `precision` is a worker's INFERENCE_PRECISION setting, so the labels are those served.
     """
     from models.bundle import bundle_digest, verify_bundle
     from models.engine import InferenceEngine
     from models.pipeline import iter_prefetched_batches
+    from models.precision import resolve_precision
     from training.decode import decode_file
 
     manifest = verify_bundle(bundle_dir)
     image_size = int(manifest["image_size"])
+    used = resolve_precision(precision)
     files, errors = expand_paths(paths)
     engine = None
     scans: list[dict] = []
@@ -82,12 +86,12 @@ def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_siz
         if not images:
             continue
         # Load the networks only once something decoded: a folder of junk fails fast.
-        engine = engine or InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size)
+        engine = engine or InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
         for (path, frame), result in zip(where, engine.classify(images)):
             scans.append({"path": str(path), "frame": frame, **result})
     models = engine.model_names if engine is not None else list(manifest.get("models", []))
     return {"bundle": str(bundle_dir), "bundle_digest": bundle_digest(bundle_dir), "models": models,
-            "scans": scans, "errors": errors}
+            "precision": used, "scans": scans, "errors": errors}
 
 
 def render_table(result: dict) -> str:

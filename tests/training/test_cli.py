@@ -55,7 +55,9 @@ def test_evaluate_writes_metrics_json_and_plots(trained, capsys):
                  "--report", str(report)])
     assert code == 0
     metrics = json.loads((report / "metrics.json").read_text())
-    assert list(metrics) == ["models"]
+    assert list(metrics)[0] == "models" and {"precision", "files"} <= set(metrics)
+    assert metrics["files"] == {"listed": 24, "evaluated": 24, "images": 24, "skipped": []}
+    assert metrics["precision"]["used"] in ("float32", "bfloat16")
     assert set(metrics["models"]) == {*MODEL_NAMES, "ensemble"}
     for entry in metrics["models"].values():
         assert set(entry) == METRIC_KEYS
@@ -141,3 +143,33 @@ def test_an_internal_value_error_keeps_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(training.recipe, "train_bundle", broken)
     with pytest.raises(ValueError, match="internal bug"):
         main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--backbone-weights", "none"])
+
+
+def test_evaluate_at_a_workers_bfloat16_reports_agreement_and_skipped_files(trained, tmp_path, capsys):
+    """evaluate runs at the workers' precision and counts what it could not read (issue 13)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(trained["data"], data)
+    (data / CLASSES[0] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    report = tmp_path / "report"
+    code = main(["evaluate", "--models", str(trained["bundle"]), "--data", str(data),
+                 "--report", str(report), "--precision", "bfloat16"])
+    assert code == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["precision"]["setting"] == "bfloat16" and metrics["precision"]["used"] == "bfloat16"
+    agreement = metrics["precision"]["label_agreement_with_float32"]
+    assert set(agreement) == {*MODEL_NAMES, "ensemble"} and all(0.0 <= v <= 1.0 for v in agreement.values())
+    files = metrics["files"]
+    assert (files["listed"], files["evaluated"]) == (25, 24)
+    [skipped] = files["skipped"]
+    assert skipped["file"].endswith("broken.png") and "PNG" in skipped["reason"]
+    out = capsys.readouterr().out
+    assert "label agreement with float32" in out and "24 of 25 evaluated, 1 skipped" in out
+
+
+def test_predict_records_the_precision_it_ran_at(trained, capsys):
+    files = sorted((trained["data"] / CLASSES[1]).iterdir())[:2]
+    assert main(["predict", "--models", str(trained["bundle"]), "--json", "--precision", "float32",
+                 *map(str, files)]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "float32"

@@ -47,6 +47,15 @@ def test_roc_auc_is_none_when_a_class_is_absent():
     assert m["macro_f1"] == 1.0  # over the classes present
 
 
+def test_macro_f1_counts_a_class_that_is_only_ever_predicted():
+    """Averaging over true classes only ignored a class predicted for scans of others (issue 13)."""
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([0, 3, 1, 1])  # pituitary never occurs, but one glioma is called pituitary
+    m = classification_metrics(y, _onehot(pred), CLASSES)
+    # glioma F1 2/3, meningioma 1, pituitary 0: their mean, not (2/3 + 1) / 2.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
 def test_confusion_plot_axes_are_labelled_in_encoder_order():
     plt = _pyplot()
     fig, ax = plt.subplots()
