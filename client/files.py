@@ -2,6 +2,7 @@
 service groups studies by, and its SHA-256 (how a resumed upload knows what the job already has)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zipfile
@@ -32,8 +33,7 @@ class LocalFile:
         """The file's bytes."""
         if self.member is None:
             return self.source.read_bytes()
-        with zipfile.ZipFile(self.source) as archive:
-            return archive.read(self.member)
+        return _open_zip(self.source).read(self.member)
 
     @property
     def sha256(self) -> str:
@@ -41,6 +41,12 @@ class LocalFile:
         if self._sha256 is None:
             self._sha256 = hashlib.sha256(self.read()).hexdigest()
         return self._sha256
+
+
+@functools.lru_cache(maxsize=4)
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    # Opening reads the whole central directory: once per zip, not once per member.
+    return zipfile.ZipFile(path)
 
 
 def is_junk(path: str) -> bool:
