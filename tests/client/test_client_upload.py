@@ -175,3 +175,35 @@ def test_url_and_token_from_a_private_config_file_env_first(service, mri, tmp_pa
     other = tmp_path / "elsewhere.ini"
     other.write_text(f"[mri-classify]\nurl = {service.url}\n")
     assert "no token" in mri("status", "1", env={"MRI_CONFIG": str(other)}).err
+
+
+def test_resumed_dicom_files_stored_de_identified_are_not_sent_again(service, proxy, mri, tmp_path):
+    """A DICOM file is stored de-identified, so the job's stored hash is not the client's: the job
+    lists the hash as sent too, and the resumed upload skips it."""
+    from tests.helpers.bad_inputs import dicom_bytes, ramp16
+
+    folder = tmp_path / "ct-4"
+    folder.mkdir()
+    for index in range(4):
+        (folder / f"{index}.dcm").write_bytes(dicom_bytes(ramp16(8 + index), PatientName="DOE^JOHN"))
+    environ = env(proxy.url, service.token("uploader"))
+    proxy.uploads_allowed = 1
+    assert mri(*FAST, "submit", str(folder), "--part-files", "2", env=environ).code == 6
+    with service.session() as session:
+        stored = session.execute(select(Scan.sha256, Scan.sent_sha256)).all()
+    assert len(stored) == 2 and all(sha != sent and sent for sha, sent in stored)
+    proxy.uploads_allowed, proxy.requests = None, []
+    resumed = mri(*FAST, "submit", str(folder), "--part-files", "2", env=environ)
+    assert resumed.code == 0, resumed.err
+    assert proxy.files_sent() == 2
+
+
+def test_a_file_the_service_refuses_is_reported_and_the_rest_goes_through(service, mri, tmp_path):
+    folder = study_folder(tmp_path, count=3)
+    (folder / "series0" / "huge.png").write_bytes(b"\x89PNG" + b"\0" * (3 * 1024 * 1024))  # > MAX_UPLOAD_MB=2
+    run = mri("submit", str(folder), env=env(service.url, service.token("uploader")))
+    assert run.code == 5, run.err
+    assert "1 file(s) refused:" in run.err and "study-7/series0/huge.png: payload_too_large" in run.err
+    job_id = int(run.out.strip().rsplit("/", 1)[1])
+    assert [path for path, _ in job_scans(service, job_id)] == [
+        "study-7/series0/slice_000.png", "study-7/series0/slice_002.png", "study-7/series1/slice_001.png"]
