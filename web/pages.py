@@ -14,11 +14,11 @@ from db.models import Job, ModelVersion, Scan, TrainingRun
 from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
 from tasks.reviews import allowed_labels, current_review, review_history
 from tasks.train import ALLOWED_PARAMS
-from web import formatting, scan_view, training_view
+from web import formatting, results_view, scan_view, training_view
 from web.access import ROUTE_ROLES
 from web.auth import current_user, has_role
 from web.errors import ApiError
-from web.queries import FILTER_ARGS, PAGING_ARGS, parse_filter, query_results
+from web.queries import FILTER_ARGS, PAGING_ARGS, known_classes, parse_filter, query_results
 from web.serialize import job_json, model_version_json, scan_detail_json, training_run_json
 from web.state import app_state, db_session, get_or_404
 from web.validation import refuse_unknown
@@ -40,11 +40,13 @@ def _page_globals() -> dict:
 
 bp.add_app_template_filter(formatting.when, "when")
 bp.add_app_template_filter(formatting.figure, "figure")
+bp.add_app_template_filter(formatting.ago, "ago")
+bp.add_app_template_filter(formatting.exact, "exact")
 
 
 @bp.get("/")
 def upload() -> str:
-    """Upload form (files or a whole folder) and the latest jobs."""
+    """Upload (drop or pick folders, files or a zip; sent in parts) and the latest jobs."""
     jobs = db_session().execute(select(Job).order_by(Job.id.desc()).limit(20)).scalars().all()
     settings = app_state().settings
     return render_template("upload.html", jobs=[job_json(j) for j in jobs],
@@ -54,28 +56,29 @@ def upload() -> str:
 
 @bp.get("/jobs/<int:job_id>")
 def job_page(job_id: int) -> str:
-    """Status page: polls the job's JSON until done, then shows per-scan results."""
-    return render_template("job.html", job=job_json(get_or_404(Job, job_id, "job")), model_names=MODEL_NAMES)
+    """Live progress, then a summary per study, failures by reason and a sortable table of the scans."""
+    return render_template("job.html", job=job_json(get_or_404(Job, job_id, "job")), model_names=MODEL_NAMES,
+                           classes=known_classes(db_session()))
 
 
 @bp.get("/results")
 def results_page() -> str:
-    """Stored results with filters, pagination and a CSV link."""
+    """Stored results with filters, sort, pages, and CSV/JSON exports of exactly what is filtered."""
     args = {k: v for k, v in request.args.items() if v != ""}
     error = ""
     try:
         refuse_unknown(args, (*FILTER_ARGS, *PAGING_ARGS), "filter(s)")
-        flt = parse_filter(args)
-        page = query_results(db_session(), flt)
+        page = query_results(db_session(), parse_filter(args))
     except ApiError as exc:
         error, page = exc.detail, {"total": 0, "results": [], "page": 1, "per_page": 50}
-    base = {k: v for k, v in args.items() if k not in ("page", "format")}
     pages = max(1, -(-page["total"] // page["per_page"]))
     return render_template(
-        "results.html", page=page, args=args, error=error, models=(ENSEMBLE, *MODEL_NAMES),
-        csv_url="/api/v1/results?" + urlencode({**base, "format": "csv"}), pages=pages,
-        prev_url=f"?{urlencode({**base, 'page': page['page'] - 1})}" if page["page"] > 1 else "",
-        next_url=f"?{urlencode({**base, 'page': page['page'] + 1})}" if page["page"] < pages else "")
+        "results.html", page=page, args=args, error=error, models=(ENSEMBLE, *MODEL_NAMES), pages=pages,
+        choices=results_view.choices(db_session()), headers=results_view.sort_headers(args),
+        page_links=results_view.page_links(args, page["page"], pages), exports=results_view.export_urls(args),
+        active_filters=results_view.active_filters(args), n_models=len(MODEL_NAMES),
+        disagree_url="?" + urlencode({**{k: v for k, v in args.items() if k != "page"},
+                                      "max_agreement": len(MODEL_NAMES) - 1}))
 
 
 @bp.get("/models")

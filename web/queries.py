@@ -1,11 +1,9 @@
-"""The stored-results query behind GET /api/v1/results, the /results page and the CSV export."""
+"""The stored-results query behind GET /api/v1/results, the /results page and the exports (web.exports)."""
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from datetime import datetime, time, timezone
+from typing import Any, Mapping
 
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
@@ -17,15 +15,17 @@ from web.errors import ApiError
 from web.serialize import iso
 
 # The query parameters a results query reads (the API adds `format`).
-FILTER_ARGS = ("model", "label", "min_confidence", "study", "job", "since", "until", "reviewed", "disagrees")
-PAGING_ARGS = ("page", "per_page", "limit", "offset")
+FILTER_ARGS = ("model", "label", "min_confidence", "max_confidence", "min_agreement", "max_agreement",
+               "model_version", "study", "job", "since", "until", "reviewed", "disagrees")
+PAGING_ARGS = ("page", "per_page", "limit", "offset", "sort")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
 # Past this the database's integer parameters overflow (SQLite: 2**63); no table gets near it.
 MAX_OFFSET = 2**31 - 1
-CSV_BATCH = 500
-# Spreadsheets run cells starting with these as formulas; paths come from uploaders.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# `sort` names a field of a result row; a leading '-' sorts descending. Ties go newest scan first.
+SORT_FIELDS = ("scan_id", "job_id", "path", "study", "label", "confidence", "agreement", "model_version",
+               "classified")
+DEFAULT_SORT = "-scan_id"
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ class ResultFilter:
     reviewed: bool | None = None
     # True: the reviewed label differs from the ensemble's; False: it agrees (reviewed scans either way).
     disagrees: bool | None = None
+    max_confidence: float | None = None
+    # How many of the models agree with the scan's ensemble label (whatever `model` is shown).
+    min_agreement: int | None = None
+    max_agreement: int | None = None
+    model_version: int | None = None
+    sort: str = DEFAULT_SORT
     limit: int = DEFAULT_PER_PAGE
     offset: int = 0
 
@@ -75,6 +81,13 @@ def _time_arg(args: Mapping[str, str], name: str) -> datetime | None:
     if not raw:
         return None
     text = raw.strip().replace("Z", "+00:00")
+    if name == "until" and len(text) == 10:  # a bare date: through the end of that day (UTC)
+        try:
+            day = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return datetime.combine(day.date(), time.max, tzinfo=timezone.utc)
     # An unescaped '+' of an offset arrives as a space in a query string.
     for candidate in (text, text[:-6] + "+" + text[-5:] if text[-6:-5] == " " else text):
         try:
@@ -87,19 +100,35 @@ def _time_arg(args: Mapping[str, str], name: str) -> datetime | None:
     return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _confidence_arg(args: Mapping[str, str], name: str) -> float | None:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise ApiError(400, "bad_filter", f"{name} must be a number between 0 and 1")
+    return value
+
+
+def _sort_arg(args: Mapping[str, str]) -> str:
+    raw = args.get("sort") or DEFAULT_SORT
+    if raw.removeprefix("-") not in SORT_FIELDS:
+        raise ApiError(400, "bad_filter", f"sort must be one of {', '.join(SORT_FIELDS)}, "
+                                          f"with a leading '-' for descending; got {raw!r}")
+    return raw
+
+
 def parse_filter(args: Mapping[str, str]) -> ResultFilter:
     """Read filters from query arguments; 400 with a plain reason for a bad one."""
     model = args.get("model") or ENSEMBLE
     if model not in (*MODEL_NAMES, ENSEMBLE):
         raise ApiError(400, "bad_filter", f"model must be one of {', '.join((*MODEL_NAMES, ENSEMBLE))}")
-    min_conf = None
-    if args.get("min_confidence") not in (None, ""):
-        try:
-            min_conf = float(args["min_confidence"])
-        except ValueError:
-            min_conf = -1.0
-        if not 0.0 <= min_conf <= 1.0:
-            raise ApiError(400, "bad_filter", "min_confidence must be a number between 0 and 1")
+    min_conf, max_conf = _confidence_arg(args, "min_confidence"), _confidence_arg(args, "max_confidence")
+    agree = {name: _int_arg(args, name, 0, 0, len(MODEL_NAMES)) if args.get(name) else None
+             for name in ("min_agreement", "max_agreement")}
     if "limit" in args or "offset" in args:
         limit = _int_arg(args, "limit", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
         offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
@@ -111,11 +140,25 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
                         job=_int_arg(args, "job", 0, 1) if args.get("job") else None,
                         since=_time_arg(args, "since"), until=_time_arg(args, "until"),
                         reviewed=_bool_arg(args, "reviewed"), disagrees=_bool_arg(args, "disagrees"),
-                        limit=limit, offset=offset)
+                        max_confidence=max_conf, **agree,
+                        model_version=_int_arg(args, "model_version", 0, 1, MAX_OFFSET)
+                        if args.get("model_version") else None,
+                        sort=_sort_arg(args), limit=limit, offset=offset)
 
 
 _current = current_review_ids()
 _reviewer = aliased(User)
+# The scan's ensemble prediction, for agreement when another model's rows are shown.
+_ensemble = aliased(Prediction)
+
+
+def _agreement_column(flt: ResultFilter):
+    return Prediction.agreement if flt.model == ENSEMBLE else _ensemble.agreement
+
+
+def _needs_ensemble_join(flt: ResultFilter) -> bool:
+    return flt.model != ENSEMBLE and (flt.min_agreement is not None or flt.max_agreement is not None
+                                      or flt.sort.removeprefix("-") == "agreement")
 
 
 def _base_query(flt: ResultFilter, columns: tuple) -> Select:
@@ -127,6 +170,9 @@ def _base_query(flt: ResultFilter, columns: tuple) -> Select:
              .where(Prediction.model_name == flt.model, Scan.status == "classified",
                     # only the version that classified the scan, so re-runs never show twice
                     Prediction.model_version_id == Scan.model_version_id))
+    if _needs_ensemble_join(flt):
+        query = query.outerjoin(_ensemble, and_(_ensemble.scan_id == Scan.id, _ensemble.model_name == ENSEMBLE,
+                                                _ensemble.model_version_id == Scan.model_version_id))
     if flt.reviewed is not None:
         query = query.where(Review.id.is_not(None) if flt.reviewed else Review.id.is_(None))
     if flt.disagrees is not None:
@@ -139,6 +185,14 @@ def _base_query(flt: ResultFilter, columns: tuple) -> Select:
         query = query.where(Prediction.label == flt.label)
     if flt.min_confidence is not None:
         query = query.where(Prediction.confidence >= flt.min_confidence)
+    if flt.max_confidence is not None:
+        query = query.where(Prediction.confidence <= flt.max_confidence)
+    if flt.min_agreement is not None:
+        query = query.where(_agreement_column(flt) >= flt.min_agreement)
+    if flt.max_agreement is not None:
+        query = query.where(_agreement_column(flt) <= flt.max_agreement)
+    if flt.model_version is not None:
+        query = query.where(Scan.model_version_id == flt.model_version)
     if flt.study:
         query = query.where(Scan.study == flt.study)
     if flt.job is not None:
@@ -155,21 +209,42 @@ _ROW_COLUMNS = (Scan.id, Scan.job_id, Scan.path, Scan.study, Scan.frame, Scan.cl
                 Prediction.probabilities, Prediction.agreement, Review.label, _reviewer.name, Review.created)
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def row_json(row: Any) -> dict[str, Any]:
+    """One result row as the API shows it."""
     return {"scan_id": row[0], "job_id": row[1], "path": row[2], "study": row[3], "frame": row[4],
             "classified": iso(row[5]), "reused": row[6], "model": row[7], "model_version": row[8],
             "label": row[9], "confidence": row[10], "probabilities": row[11], "agreement": row[12],
             "reviewed_label": row[13], "reviewed_by": row[14], "reviewed_at": iso(row[15])}
 
 
+def _sort_columns(flt: ResultFilter) -> dict[str, Any]:
+    return {"scan_id": Scan.id, "job_id": Scan.job_id, "path": Scan.path, "study": Scan.study,
+            "label": Prediction.label, "confidence": Prediction.confidence, "agreement": _agreement_column(flt),
+            "model_version": Scan.model_version_id, "classified": Scan.classified_at}
+
+
+def ordered_rows(flt: ResultFilter) -> Select:
+    """The rows of a results query in the filter's order (the same for a page and for an export)."""
+    name = flt.sort.removeprefix("-")
+    column = _sort_columns(flt)[name]
+    # Missing values (an agreement of a row without one) last either way, as PostgreSQL and SQLite differ.
+    key = column.desc().nulls_last() if flt.sort.startswith("-") else column.asc().nulls_last()
+    order = (key,) if name == "scan_id" else (key, Scan.id.desc())
+    return _base_query(flt, _ROW_COLUMNS).order_by(*order)
+
+
+def count_results(session: Session, flt: ResultFilter) -> int:
+    """How many rows match the filter (over all pages)."""
+    return int(session.scalar(_base_query(flt, (func.count(Prediction.id),))) or 0)
+
+
 def query_results(session: Session, flt: ResultFilter) -> dict[str, Any]:
     """One page of results plus the total count."""
-    total = session.scalar(_base_query(flt, (func.count(Prediction.id),)))
-    rows = session.execute(_base_query(flt, _ROW_COLUMNS).order_by(Scan.id.desc())
-                           .limit(flt.limit).offset(flt.offset)).all()
-    return {"total": int(total or 0), "limit": flt.limit, "offset": flt.offset,
+    total = count_results(session, flt)
+    rows = session.execute(ordered_rows(flt).limit(flt.limit).offset(flt.offset)).all()
+    return {"total": total, "limit": flt.limit, "offset": flt.offset,
             "page": flt.offset // flt.limit + 1, "per_page": flt.limit, "model": flt.model,
-            "results": [_row_json(r) for r in rows]}
+            "results": [row_json(r) for r in rows]}
 
 
 def known_classes(session: Session) -> list[str]:
@@ -180,32 +255,3 @@ def known_classes(session: Session) -> list[str]:
             if name not in classes:
                 classes.append(name)
     return classes
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
-    """Every matching row as CSV text, produced in batches so large exports stream."""
-    classes = known_classes(session)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["scan_id", "job_id", "path", "study", "frame", "classified", "reused", "model",
-                     "model_version", "label", "confidence", "agreement", *[f"p_{c}" for c in classes],
-                     "reviewed_label", "reviewed_by", "reviewed_at"])
-    yield buffer.getvalue()
-    query = _base_query(flt, _ROW_COLUMNS).order_by(Scan.id.desc()).execution_options(yield_per=CSV_BATCH)
-    for partition in session.execute(query).partitions(CSV_BATCH):
-        buffer.seek(0)
-        buffer.truncate()
-        for row in partition:
-            probs = row[11] or {}
-            writer.writerow([row[0], row[1], _cell(row[2]), _cell(row[3]), row[4], iso(row[5]),
-                             int(bool(row[6])), row[7], row[8], row[9], f"{row[10]:.6f}",
-                             "" if row[12] is None else row[12],
-                             *[f"{probs[c]:.6f}" if c in probs else "" for c in classes],
-                             row[13] or "", _cell(row[14] or ""), iso(row[15]) or ""])
-        yield buffer.getvalue()

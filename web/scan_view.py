@@ -15,6 +15,7 @@ from db.models import Scan
 from training.decode import DecodeError
 from web.errors import ApiError
 from web.scan_image import Picture, load_picture, png_bytes, windowed
+from web.thumbnails import CACHE as THUMBNAILS, MAX_SIZE as MAX_THUMBNAIL, MIN_SIZE as MIN_THUMBNAIL, shrink
 
 logger = logging.getLogger(__name__)
 # Part of every picture's ETag: bump it when the rendering changes, so browsers fetch again.
@@ -63,15 +64,36 @@ def _window_arg(request: Request, name: str) -> float | None:
     return value
 
 
+def _size_arg(request: Request) -> int | None:
+    raw = request.args.get("size", "")
+    if raw == "":
+        return None
+    # ASCII digits only ('²' is a digit to str.isdigit, not to int), and few of them
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not MIN_THUMBNAIL <= int(raw) <= MAX_THUMBNAIL:
+        raise ApiError(400, "bad_size", f"size must be a whole number of pixels from {MIN_THUMBNAIL} to "
+                                        f"{MAX_THUMBNAIL}, got {raw[:20]!r}")
+    return int(raw)
+
+
+def _render(settings: Settings, scan: Scan, center: float | None, width: float | None, size: int | None) -> bytes:
+    if size is None:
+        return png_bytes(windowed(_picture(settings, scan), center, width))
+    # Thumbnails (the tables' small pictures, in the scan's own window) are kept in memory.
+    return THUMBNAILS.get((scan.sha256, scan.frame, size, center, width, RENDERING),
+                          lambda: png_bytes(shrink(windowed(_picture(settings, scan), center, width), size)))
+
+
 def image_response(settings: Settings, scan: Scan, request: Request) -> Response:
-    """The scan's PNG, revalidated by ETag on every use (a logged-out browser must not show it from cache)."""
+    """The scan's PNG, revalidated by ETag on every use (a logged-out browser must not show it from cache);
+    ?size=N (16-512) gives a thumbnail whose longer side is at most N pixels."""
     center, width = _window_arg(request, "center"), _window_arg(request, "width")
-    # Blobs are content-addressed, so the content, frame and window name the picture exactly.
-    etag = hashlib.sha256(f"{scan.sha256}:{scan.frame}:{center}:{width}:{RENDERING}".encode()).hexdigest()[:32]
+    size = _size_arg(request)
+    # Blobs are content-addressed, so the content, frame, window and size name the picture exactly.
+    etag = hashlib.sha256(f"{scan.sha256}:{scan.frame}:{center}:{width}:{size}:{RENDERING}".encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        response = Response(png_bytes(windowed(_picture(settings, scan), center, width)), mimetype="image/png")
+        response = Response(_render(settings, scan, center, width, size), mimetype="image/png")
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Content-Disposition"] = f'inline; filename="scan-{scan.id}.png"'

@@ -18,6 +18,7 @@ from web.blobs import BlobStager
 from web.conditional import conditional_json
 from web.errors import ApiError
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
+from web.job_summary import study_summaries
 from web.serialize import job_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
 from web.validation import accepts_query, no_body, refuse_unknown
@@ -191,9 +192,10 @@ def job_files(job_id: int) -> Response:
 
 @bp.get("/jobs/<int:job_id>/results")
 def job_results(job_id: int) -> Response:
-    """Every scan of a job with its five predictions and the ensemble."""
+    """Every scan of a job with its five predictions and the ensemble, and a summary per study."""
     job = get_or_404(Job, job_id, "job")
     scans = db_session().execute(select(Scan).where(Scan.job_id == job_id).order_by(Scan.id)
                                  .options(selectinload(Scan.predictions))).scalars().all()
-    body: dict[str, Any] = {"job": job_json(job), "scans": [scan_json(s, s.predictions) for s in scans]}
+    shown = [scan_json(s, s.predictions) for s in scans]
+    body: dict[str, Any] = {"job": job_json(job), "scans": shown, "studies": study_summaries(shown)}
     return jsonify(body)
