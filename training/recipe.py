@@ -92,8 +92,11 @@ class TrainOptions:
         """The custom CNN schedule: SPEC.md's for 'reference', warmup+cosine for 'improved'."""
         reference = self.cnn_variant == "reference"
         schedule = self.cnn_schedule or ("plateau" if reference else "cosine")
+        epochs = self.cnn_epochs or min(self.epochs, DEFAULT_CNN_EPOCHS)
         return CnnSchedule(
-            epochs=self.cnn_epochs or min(self.epochs, DEFAULT_CNN_EPOCHS),
+            epochs=epochs,
+            # Cosine: no early stop while the rate is high (the first half); plateau: SPEC.md's.
+            early_stopping_from=0 if schedule == "plateau" else epochs // 2,
             batch_size=self.batch_size,
             learning_rate=self.cnn_learning_rate or (1e-4 if schedule == "plateau" else 2e-3),
             schedule=schedule,
@@ -105,7 +108,7 @@ class TrainOptions:
         """The schedule continuing a trained CNN: few epochs, a low peak rate, no warmup."""
         cold = self.cnn_recipe()
         return dataclasses.replace(
-            cold, epochs=self.warm_start_epochs, warmup_epochs=0.0,
+            cold, epochs=self.warm_start_epochs, warmup_epochs=0.0, early_stopping_from=0,
             learning_rate=self.warm_start_lr or cold.learning_rate * WARM_START_LR_FACTOR)
 
 
