@@ -49,6 +49,7 @@ ROUTE_ROLES: dict[str, str] = {
     "api.scan": "viewer",
     "api.review_scan": "reviewer",
     "api.withdraw_scan_review": "reviewer",
+    "api.scan_explanation": "viewer",  # a Grad-CAM overlay, computed on demand
     # models and training
     "api.list_models": "viewer",
     "api.activate_model": "reviewer",

@@ -15,9 +15,10 @@ from tasks.broker import QUEUES
 logger = logging.getLogger(__name__)
 
 APP_NAME = "mri"
-TASK_MODULES = ("tasks.classify", "tasks.train", "tasks.maintenance")
+TASK_MODULES = ("tasks.classify", "tasks.explain", "tasks.train", "tasks.maintenance")
 ROUTES = {
     "tasks.classify_batch": {"queue": "inference"},
+    "tasks.explain_scan": {"queue": "inference"},
     "tasks.train_model": {"queue": "training"},
     "tasks.scheduled_retrain": {"queue": "training"},
     "tasks.sweep": {"queue": "default"},

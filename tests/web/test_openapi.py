@@ -199,6 +199,14 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
     check(client.get("/api/v1/results?reviewed=true&disagrees=true", headers=viewer), 200)
     check(client.delete(f"/api/v1/scans/{scan_id}/review", headers=reviewer), 200)
 
+    # explanations: queued for a worker; once its PNG is in the cache, the overlay, then 304
+    explanation = f"/api/v1/scans/{scan_id}/explanation?model=vgg16"
+    check(client.get(explanation, headers=viewer), 202)
+    from tasks.explain import explanation_path
+    explanation_path(app.extensions["mri"].settings, active_version, scan_id, "vgg16").write_bytes(png_bytes(4))
+    overlay = check(client.get(explanation, headers=viewer), 200)
+    check(client.get(explanation, headers={**viewer, "If-None-Match": overlay.headers["ETag"]}), 304)
+
     # models and training runs
     check(client.get("/api/v1/models", headers=viewer), 200)
     check(client.post(f"/api/v1/models/{active_version}/activate", headers=reviewer), 200)
@@ -258,6 +266,7 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
         (client.post(f"/api/v1/jobs/{job}/close", headers=uploader), 409, "job_closed"),
         (client.post("/api/v1/jobs", data=upload_data([("big.dcm", b"\0" * (3 * 1024 * 1024))]),
                      headers=uploader), 413, "payload_too_large"),
+        (client.get(f"/api/v1/scans/{scan_id}/explanation?model=ensemble", headers=viewer), 422, "unknown_model"),
     ]
     for response, status, code in errors:
         check(response, status, request_valid=False)

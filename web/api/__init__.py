@@ -12,6 +12,6 @@ bp.before_request(refuse_unknown_query)
 
 def load_routes() -> Blueprint:
     """Import the route modules (they attach to `bp`) and return the blueprint."""
-    from web.api import admin, jobs, models, openapi, results, scans  # noqa: F401
+    from web.api import admin, explanations, jobs, models, openapi, results, scans  # noqa: F401
 
     return bp
