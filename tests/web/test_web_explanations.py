@@ -2,6 +2,8 @@
 queues nothing; errors; a login is needed."""
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -127,3 +129,42 @@ def test_the_broker_down_is_a_503_and_leaves_nothing_pending(tmp_path, app, auth
         assert not path.with_name(f"{scan.id}-vgg16.pending").exists()  # the next request sends it
     finally:
         down.extensions["mri"].engine.dispose()
+
+
+def test_the_scan_page_offers_each_models_explanation(client, auth, session, active_version):
+    from db.models import Job, Prediction
+
+    job = Job(name="page", sealed=True, status="done", total=2, done=1)
+    session.add(job)
+    session.flush()
+    scan = Scan(job_id=job.id, sha256="a" * 64, path="s/a.png", status="classified", model_version_id=active_version)
+    waiting = Scan(job_id=job.id, sha256="b" * 64, path="s/b.png", status="queued")
+    session.add_all([scan, waiting])
+    session.flush()
+    labels = {"resnet50": "glioma", "vgg16": "glioma", "custom_cnn": "meningioma", "svm": "glioma",
+              "random_forest": "glioma", "ensemble": "glioma"}
+    for name, label in labels.items():
+        session.add(Prediction(scan_id=scan.id, model_version_id=active_version, model_name=name, label=label,
+                               confidence=0.8, probabilities={label: 0.8}, agreement=4 if name == "ensemble" else None))
+    session.commit()
+    # The picture cannot be shown (no stored file), and then neither can an explanation.
+    assert 'id="explanation-form"' not in client.get(f"/scans/{scan.id}", headers=auth("viewer")).get_data(as_text=True)
+    from tests.workers.jobdata import store_blob
+    from web_helpers import png_bytes
+
+    scan.sha256 = store_blob(client.application.extensions["mri"].settings, png_bytes(1))
+    session.commit()
+    page = client.get(f"/scans/{scan.id}", headers=auth("viewer")).get_data(as_text=True)
+    assert f'data-url="/api/v1/scans/{scan.id}/explanation"' in page
+    assert '<script src="/static/explain.js"></script>' in page and "<script>" not in page and " style=" not in page
+    # every model, the one that disagrees with the ensemble chosen first; SVM/RF say how they are explained
+    options = re.findall(r'<option value="(\w+)" data-label="(\w+)" ?(selected)?>([^<]*)</option>', page)
+    assert [(value, label) for value, label, _, _ in options if value in labels] == \
+        [(name, label) for name, label in labels.items() if name != "ensemble"]
+    assert [value for value, _, chosen, _ in options if chosen] == ["custom_cnn"]
+    assert "svm: glioma (via ResNet50)" in page
+    waiting.sha256 = scan.sha256
+    session.commit()
+    assert 'id="explanation-form"' not in client.get(f"/scans/{waiting.id}", headers=auth("viewer")).get_data(as_text=True)
+    script = client.get("/static/explain.js").get_data(as_text=True)
+    assert "Retry-After" in script and "form.dataset.url" in script
