@@ -98,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--label", help="predicted label (of --model)")
     results.add_argument("--model", choices=("ensemble", *MODELS), help="whose prediction (default ensemble)")
     results.add_argument("--min-confidence", type=float, metavar="P", help="least confidence, 0 to 1")
+    results.add_argument("--max-confidence", type=float, metavar="P", help="greatest confidence, 0 to 1")
+    results.add_argument("--min-agreement", type=int, metavar="N", help="least models (of 5) agreeing with the ensemble")
+    results.add_argument("--max-agreement", type=int, metavar="N",
+                         help="greatest models agreeing (4: the scans the models disagree on)")
+    results.add_argument("--model-version", type=int, metavar="ID", help="classified by this model version")
+    results.add_argument("--sort", metavar="FIELD", help="sort by a row field, - first for descending (e.g. -confidence)")
     results.add_argument("--study", help="exact study name")
     results.add_argument("--since", metavar="TIME", help="classified at or after (ISO 8601)")
     results.add_argument("--until", metavar="TIME", help="classified at or before (ISO 8601)")
@@ -287,7 +293,8 @@ def cmd_status(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-FILTERS = ("label", "model", "min_confidence", "study", "since", "until", "reviewed", "disagrees")
+FILTERS = ("label", "model", "min_confidence", "max_confidence", "min_agreement", "max_agreement", "model_version",
+           "study", "since", "until", "reviewed", "disagrees", "sort")
 
 
 def cmd_results(api: Api, args: argparse.Namespace) -> int:
