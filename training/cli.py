@@ -1,4 +1,4 @@
-"""`python -m training train|evaluate|predict`: argument parsing, progress lines, summary tables."""
+"""`python -m training train|evaluate|predict|explain`: argument parsing, progress lines, summary tables."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The three sub-commands and their options."""
+    """The sub-commands and their options."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages too")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     predict.add_argument("--batch-size", type=_positive_int, default=32)
     _precision_option(predict)
+
+    explain = sub.add_parser("explain", help="write Grad-CAM overlays (where each model looked) as PNG files")
+    explain.add_argument("--models", required=True, help="bundle folder")
+    explain.add_argument("paths", nargs="+", help="scan files or folders")
+    explain.add_argument("--out", required=True, help="folder for the overlays: <file>[-frame<k>]-<model>.png")
+    explain.add_argument("--model", action="append", choices=MODEL_NAMES, dest="model",
+                         help="explain only this model (repeatable; default: every model of the bundle)")
     return parser
 
 
@@ -206,6 +213,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if result["scans"] else 1
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Write one Grad-CAM overlay per file and model; exit 1 only if none could be written."""
+    from training.explain import explain_paths
+
+    result = explain_paths(args.models, args.paths, args.out, args.model)
+    for item in result["overlays"]:
+        via = f" (via {item['via']})" if item["via"] else ""
+        print(f"{item['overlay']}  {item['model']}{via}: {item['label']} {item['confidence']:.3f}")
+    for error in result["errors"]:
+        print(f"skipped {error['path']}: {error['error']}")
+    print(f"{len(result['overlays'])} overlays in {args.out}, {len(result['errors'])} files skipped")
+    return 0 if result["overlays"] else 1
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's input problem: message only, no traceback.
 
@@ -233,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain}
     try:
         return commands[args.command](args)
     except _user_errors() as exc:
