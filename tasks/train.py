@@ -233,7 +233,7 @@ def _train_and_register(session_factory: sessionmaker[Session], settings: Settin
         settings.bundles_dir.mkdir(parents=True, exist_ok=True)
         progress("start", 0.0, f"training into {out_dir}")
         train_bundle(options, _scaled(progress, 0.0, _TRAINING_SHARE), items=pool.train,
-                     evaluation_held_out=True)
+                     evaluation_held_out=True, held_out=pool.evaluation)
         with session_factory() as session:
             version = register_bundle(session, out_dir, training_run_id=run_id)
             active = active_version(session)

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cnn-lr", type=float, default=None, help="custom CNN peak learning rate")
     train.add_argument("--cnn-schedule", choices=("cosine", "plateau"), default=None)
     train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--test-part", choices=("on", "off"), default="on",
+                       help="hold out the fixed evaluation split as an untouched test part, scored once at "
+                            "the end into test_metrics.json beside a 1-NN baseline (default on)")
+    train.add_argument("--near-copy-threshold", type=float, default=None, metavar="COSINE",
+                       help="images whose 32 px grey thumbnails reach this cosine stay on one side of the "
+                            "split (default 0.98; 0: only byte-identical files)")
     train.add_argument("--bn-recalibration", choices=("on", "off"), default="off",
                        help="re-estimate ResNet50 BatchNorm statistics on training images before caching "
                             "(measured to hurt with random weights; off by default)")
@@ -150,6 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         backbone_weights=args.backbone_weights, seed=args.seed, views=args.views,
         cnn_variant=args.cnn_variant, cnn_epochs=args.cnn_epochs, cnn_learning_rate=args.cnn_lr,
         cnn_schedule=args.cnn_schedule, val_fraction=args.val_fraction,
+        **({} if args.near_copy_threshold is None else {"near_copy_threshold": args.near_copy_threshold}),
+        test_part=args.test_part == "on",
         bn_recalibration=args.bn_recalibration,
         feature_cache=args.feature_cache,
         feature_cache_max_mb=(DEFAULT_FEATURE_CACHE_MAX_MB if args.feature_cache_max_mb is None
@@ -179,8 +187,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{detail['head_seconds']:.0f} s; recomputing the backbone every epoch would take "
                   f"~{detail['recompute_every_epoch_estimate_seconds']:.0f} s (estimate) -> "
                   f"{detail['speedup_vs_recompute_estimate']:.1f}x")
+    test = manifest.get("test_metrics")
+    if test and "models" in test:
+        near, far = test["with_near_copy_in_training"], test["without_near_copy_in_training"]
+        print(f"Test part ({test['images']} images, never trained, validated or tuned on):")
+        print(metrics_table(test["models"]))
+        print(f"  of them {near['images']} have a training image at cosine >= {test['near_copy_cosine']} "
+              f"(ensemble {_share(near['ensemble_accuracy'])}, 1-NN {_share(near['baseline_accuracy'])}), "
+              f"{far['images']} do not (ensemble {_share(far['ensemble_accuracy'])}, "
+              f"1-NN {_share(far['baseline_accuracy'])})")
     print(f"bundle: {args.out}")
     return 0
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -158,14 +158,22 @@ def read_bytes(item: LabelledImage) -> bytes:
 
 
 def stratified_hash_split(
-    items: Sequence[LabelledImage], val_fraction: float = 0.1, seed: int = 42
+    items: Sequence[LabelledImage], val_fraction: float = 0.1, seed: int = 42,
+    group_keys: Sequence[str] | None = None,
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
-    """Split into (train, val), stratified by label, keeping byte-identical files on one side."""
+    """Split into (train, val), stratified by label, keeping each group on one side.
+
+    A group is the items sharing a key: `group_keys[i]` for item i (near-copy groups, see
+    training.similarity), else its content hash, so byte-identical files stay together.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if group_keys is not None and len(group_keys) != len(items):
+        raise ValueError(f"{len(group_keys)} group keys for {len(items)} items")
+    keys = list(group_keys) if group_keys is not None else [item.sha256 for item in items]
     groups: dict[str, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        groups[item.sha256].append(index)
+    for index, key in enumerate(keys):
+        groups[key].append(index)
     by_label: dict[str, list[str]] = defaultdict(list)
     for digest, members in groups.items():
         # A file copied into two classes still goes to one side, under its majority label.
@@ -189,8 +197,8 @@ def stratified_hash_split(
                 taken += size
             if taken >= target:
                 break
-    train = [item for item in items if item.sha256 not in val_hashes]
-    val = [item for item in items if item.sha256 in val_hashes]
+    train = [item for item, key in zip(items, keys) if key not in val_hashes]
+    val = [item for item, key in zip(items, keys) if key in val_hashes]
     logger.info("split %d images into %d train / %d validation", len(items), len(train), len(val))
     return train, val
 

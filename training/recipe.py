@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from training.cnn_variants import CNN_VARIANTS
 from training.datasets import list_labelled
 from training.pool import EVALUATION_RULE
 from training.progress import ProgressFn, StagedProgress, format_epoch_logs
+from training.similarity import NEAR_COPY_COSINE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ class TrainOptions:
     cnn_learning_rate: float | None = None  # default: 2e-3 (improved) / 1e-4 (reference)
     cnn_schedule: str | None = None  # default: cosine (improved) / plateau (reference)
     val_fraction: float = 0.1
+    # Images whose 32 px grey thumbnails reach this cosine are near copies: they stay on one
+    # side of the split, and near copies of the evaluation split are not trained on (0: off,
+    # only byte-identical files group). training.similarity measures it.
+    near_copy_threshold: float = NEAR_COPY_COSINE
+    # Hold out the fixed evaluation split (training.pool) of the listed folder as an untouched
+    # test part, scored once at the end (test_metrics.json). The service's runs hold it out
+    # themselves (their gate scores it), so this is for `python -m training train`.
+    test_part: bool = False
     # "on" re-estimates BatchNorm statistics of a random ResNet50 before caching; measured
     # harmful (96 px, 1,500 images: 57% vs 85% validation accuracy), so off by default.
     bn_recalibration: str = "off"
@@ -127,6 +136,8 @@ class _Split:
     # Content key (sha256-frame) of every decoded row: the persistent feature store's keys.
     train_keys: list = field(default_factory=list)
     val_keys: list = field(default_factory=list)
+    # How the items were grouped for the split (training.grouping's summary).
+    grouping: dict = field(default_factory=dict)
 
 
 def validate_options(options: TrainOptions) -> None:
@@ -147,6 +158,8 @@ def validate_options(options: TrainOptions) -> None:
         raise TrainingError("--batch-size must be at least 1")
     if options.views < 0:
         raise TrainingError("--views must be 0 or more")
+    if not 0.0 <= options.near_copy_threshold <= 1.0:
+        raise TrainingError(f"--near-copy-threshold must be between 0 (off) and 1, got {options.near_copy_threshold}")
     if not 0.0 < options.val_fraction < 0.5:
         raise TrainingError("--val-fraction must be between 0 and 0.5")
     if options.cnn_variant not in CNN_VARIANTS:
@@ -166,38 +179,71 @@ def validate_options(options: TrainOptions) -> None:
         raise TrainingError(f"training data not found: {options.data}")
 
 
-def load_split(options: TrainOptions, report, items: list | None = None) -> _Split:
-    """List (or take `items`), split by content hash and class, encode and decode the images."""
+def load_split(options: TrainOptions, report, items: list | None = None,
+               held_out: list | None = None) -> _Split:
+    """List (or take `items`), decode them, split by near-copy group and class, and encode.
+
+    Items whose picture is a near copy of a `held_out` one (the fixed evaluation split) are
+    dropped; the rest are split into train and validation by whole near-copy groups
+    (training.grouping), so no picture sits on both sides.
+    """
     from training.datasets import (
         dataset_fingerprint, fit_label_encoder, list_labelled, load_image_array, stratified_hash_split,
     )
+    from training.grouping import group_items
+    from training.similarity import thumbnails
 
     items = list_labelled(options.data) if items is None else items
     classes_found = sorted({item.label for item in items})
     if len(classes_found) < 2:
         raise TrainingError(f"need at least two class folders with images in {options.data}, "
                             f"found {classes_found or 'none'}")
-    train_items, val_items = stratified_hash_split(items, options.val_fraction, options.seed)
+    encoder = fit_label_encoder(item.label for item in items)
+    report(0.02, f"decoding {len(items)} images in {len(classes_found)} classes at {options.image_size} px")
+    x_all, kept = load_image_array(items, options.image_size, options.workers, on_error="skip")
+    skipped = len(items) - len(set(kept))
+    if skipped:
+        log.warning("%d files could not be decoded and were skipped", skipped)
+    rows_of: dict[int, list[int]] = defaultdict(list)
+    for row, index in enumerate(kept):
+        rows_of[index].append(row)
+    report(0.85, f"decoded {len(x_all)} images; grouping near copies")
+    thumbs: dict[str, np.ndarray] = {}
+    held_thumbs = np.zeros((0, 0), np.float32)
+    if options.near_copy_threshold:
+        firsts = {items[index].sha256: rows[0] for index, rows in sorted(rows_of.items())}
+        shas = list(firsts)
+        thumbs = dict(zip(shas, thumbnails(x_all[[firsts[sha] for sha in shas]])))
+        if held_out:
+            held_images, _ = load_image_array(held_out, options.image_size, options.workers, on_error="skip")
+            held_thumbs = thumbnails(held_images)
+    grouping = group_items([item.sha256 for item in items], thumbs, held_thumbs, options.near_copy_threshold)
+    candidates = [items[i] for i in grouping.kept]
+    if grouping.dropped:
+        log.info("%d items are near copies of held-out evaluation scans and are not trained on",
+                 len(grouping.dropped))
+    train_items, val_items = stratified_hash_split(candidates, options.val_fraction, options.seed,
+                                                   group_keys=grouping.keys)
     if not val_items or not train_items:
         raise TrainingError(f"{len(items)} images are too few for a train/validation split")
-    encoder = fit_label_encoder(item.label for item in items)
-    report(0.1, f"{len(items)} images in {len(classes_found)} classes: "
-                f"{len(train_items)} train / {len(val_items)} validation")
+    position = {id(item): index for index, item in enumerate(items)}
 
-    def load(subset, name):
-        x, kept = load_image_array(subset, options.image_size, options.workers, on_error="skip")
-        skipped = len(subset) - len(set(kept))
-        if skipped:
-            log.warning("%d %s files could not be decoded and were skipped", skipped, name)
-        y = encoder.transform([subset[i].label for i in kept]).astype(np.int32)
-        return x, y, skipped, row_keys(subset, kept)
+    def take(subset):
+        rows, sub_kept = [], []
+        for new_index, item in enumerate(subset):
+            for row in rows_of.get(position[id(item)], ()):
+                rows.append(row)
+                sub_kept.append(new_index)
+        y = encoder.transform([subset[i].label for i in sub_kept]).astype(np.int32)
+        return x_all[rows], y, row_keys(subset, sub_kept)
 
-    x_train, y_train, skipped_train, train_keys = load(train_items, "training")
-    report(0.85, f"decoded {len(x_train)} training images at {options.image_size} px")
-    x_val, y_val, skipped_val, val_keys = load(val_items, "validation")
+    x_train, y_train, train_keys = take(train_items)
+    x_val, y_val, val_keys = take(val_items)
+    del x_all
     if len(x_train) == 0 or len(x_val) == 0:
         raise TrainingError("no decodable images left on one side of the split")
-    report(1.0, f"decoded {len(x_val)} validation images")
+    report(1.0, f"{len(x_train)} train / {len(x_val)} validation images in "
+                f"{grouping.summary['groups']} groups")
     listing = [(i.sha256, i.frame, i.label, side) for side, subset in (("train", train_items),
                                                                        ("validation", val_items))
                for i in subset]
@@ -207,10 +253,12 @@ def load_split(options: TrainOptions, report, items: list | None = None) -> _Spl
         encoder=encoder,
         fingerprint=dataset_fingerprint(items),
         counts={"files": len(items), "train": int(len(x_train)), "validation": int(len(x_val)),
-                "skipped_undecodable": skipped_train + skipped_val},
+                "skipped_undecodable": skipped,
+                "near_copies_of_evaluation_dropped": len(grouping.dropped)},
         listing=listing,
         train_keys=train_keys,
         val_keys=val_keys,
+        grouping=grouping.summary,
     )
 
 
@@ -271,13 +319,14 @@ def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, f
 
 
 def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, items: list | None = None,
-                 evaluation_held_out: bool = False) -> dict:
+                 evaluation_held_out: bool = False, held_out: list | None = None) -> dict:
     """Train the selected models, fit ensemble weights on validation, save and return the manifest.
 
     `items` (LabelledImage) replaces listing `options.data` (a run's pool of folder files and
     reviewed scans). With `evaluation_held_out` the items must hold nothing of the fixed
     evaluation split (training.pool); the bundle records that, and lists what it trained on
-    in dataset.tsv.
+    in dataset.tsv. `held_out` (the evaluation split's items) only serves to drop near copies
+    of them from training.
     """
     import keras
 
@@ -297,6 +346,14 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
                for arch in TRANSFER_ARCHES if arch in models}
     keras.utils.set_random_seed(options.seed)
 
+    if options.test_part and items is None:
+        from training.pool import build_pool
+
+        pool = build_pool(list_labelled(options.data), [])
+        items, held_out, evaluation_held_out = pool.train, pool.evaluation, True
+        if not held_out:
+            raise TrainingError(f"{options.data} has no image in the test part ({EVALUATION_RULE}); "
+                                "add images or train with --test-part off")
     if evaluation_held_out:
         from training.pool import check_disjoint
 
@@ -305,7 +362,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         check_warm_start(options)
     prelim = StagedProgress({"load": 1.0}, progress)
     t0 = time.perf_counter()
-    split = load_split(options, prelim.stage("load"), items)
+    split = load_split(options, prelim.stage("load"), items, held_out)
     timings["load"] = time.perf_counter() - t0
     warm_cnn = _load_warm_cnn(options, split.classes) if options.warm_start is not None else None
     store = open_feature_store(options)
@@ -387,7 +444,10 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         "views": options.views,
         "val_fraction": options.val_fraction,
         "dataset": split.counts,
-        "evaluation_split": {"rule": EVALUATION_RULE, "held_out": evaluation_held_out},
+        "split": {"method": "near-copy groups" if split.grouping.get("near_copy_threshold") else "content hash",
+                  **split.grouping},
+        "evaluation_split": {"rule": EVALUATION_RULE, "held_out": evaluation_held_out,
+                             "test_part": bool(options.test_part and held_out)},
         "training": details,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
@@ -401,6 +461,15 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
     if store is not None:
         store.prune()
     staged("save", 1.0, f"bundle saved in {time.perf_counter() - started:.0f} s")
+    if options.test_part and held_out:
+        from training.holdout import score_test_part, write_test_metrics
+        from training.similarity import thumbnails
+
+        # Scored once, after everything was chosen on validation; float32 like the figures above.
+        scored = score_test_part(options.out, held_out, thumbnails(split.x_train), split.y_train,
+                                 batch_size=options.batch_size)
+        write_test_metrics(options.out, scored)
+        saved = {**saved, "test_metrics": scored}
     return saved
 
 

@@ -85,7 +85,7 @@ def training_data_json(version: ModelVersion, run: TrainingRun | None) -> dict[s
         return None
     keys = ("folder_files", "reviewed_scans", "overrides", "relabelled", "evaluation")
     return {"size": dataset.get("train", 0) + dataset.get("validation", 0) if dataset else None,
-            **{k: dataset[k] for k in ("train", "validation") if k in dataset},
+            **{k: dataset[k] for k in ("train", "validation", "near_copies_of_evaluation_dropped") if k in dataset},
             **{k: summary[k] for k in keys if k in summary}}
 
 

@@ -107,13 +107,15 @@ def test_reviewed_scans_train_a_candidate_the_gate_compares_on_the_evaluation_sp
     assert (new_version["status"], new_version["activated_by"], old_version["status"]) == ("active", None, "retired")
     assert new_version["evaluation"]["accuracy"] == decision["candidate"]["accuracy"]
     assert old_version["evaluation"]["accuracy"] == decision["active"]["accuracy"]
-    assert new_version["training_data"]["size"] == 25 and new_version["training_data"]["reviewed_scans"] == 3
+    # Pool items whose picture is a near copy of an evaluation scan are not trained on (issue 13).
+    dropped = new_version["training_data"]["near_copies_of_evaluation_dropped"]
+    assert new_version["training_data"]["size"] + dropped == 25 and new_version["training_data"]["reviewed_scans"] == 3
     assert new_version["backbone_weights"]["mode"] == "none" and new_version["training_run"] == run["id"]
 
     # What the candidate trained on: the reviewed label over the folder's, nothing of the evaluation split.
     trained = read_dataset_list(Path(new_version["bundle_path"]) / DATASET_LIST)
     labels = {row["sha256"]: row["label"] for row in trained}
-    assert len(trained) == 25 and labels[hashlib.sha256(in_folder).hexdigest()] == "pituitary"
+    assert len(trained) + dropped == 25 and labels[hashlib.sha256(in_folder).hexdigest()] == "pituitary"
     assert labels[hashlib.sha256(new).hexdigest()] == "meningioma"
     assert not [sha for sha in labels if in_evaluation_split(sha)]
 

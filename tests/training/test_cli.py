@@ -8,6 +8,7 @@ import pytest
 
 from models import MODEL_NAMES
 from tests.helpers.labelled_folder import CLASSES, write_labelled_folder
+from tests.helpers.split_data import write_split_folder
 from training.cli import main
 
 METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "roc_auc"}
@@ -15,9 +16,12 @@ METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "roc_auc
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """Train one tiny bundle (1 epoch, 1 view, random backbones) shared by the tests below."""
+    """Train one tiny bundle (1 epoch, 1 view, random backbones) shared by the tests below.
+
+    Per class 6 files outside the fixed evaluation split and 1 in it: the test part.
+    """
     root = tmp_path_factory.mktemp("cli")
-    data = write_labelled_folder(root / "data", per_class=6, size=48)
+    data = write_split_folder(root / "data", train_per_class=6, evaluation_per_class=1, size=48)
     bundle = root / "bundle"
     code = main(["train", "--data", str(data), "--out", str(bundle), "--image-size", "32",
                  "--epochs", "1", "--views", "1", "--backbone-weights", "none", "--seed", "3"])
@@ -56,14 +60,14 @@ def test_evaluate_writes_metrics_json_and_plots(trained, capsys):
     assert code == 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert list(metrics)[0] == "models" and {"precision", "files"} <= set(metrics)
-    assert metrics["files"] == {"listed": 24, "evaluated": 24, "images": 24, "skipped": []}
+    assert metrics["files"] == {"listed": 28, "evaluated": 28, "images": 28, "skipped": []}
     assert metrics["precision"]["used"] in ("float32", "bfloat16")
     assert set(metrics["models"]) == {*MODEL_NAMES, "ensemble"}
     for entry in metrics["models"].values():
         assert set(entry) == METRIC_KEYS
         assert list(entry["per_class"]) == list(CLASSES)
-        assert sum(map(sum, entry["confusion_matrix"])) == 24
-        assert [sum(row) for row in entry["confusion_matrix"]] == [6, 6, 6, 6]  # rows = true class
+        assert sum(map(sum, entry["confusion_matrix"])) == 28
+        assert [sum(row) for row in entry["confusion_matrix"]] == [7, 7, 7, 7]  # rows = true class
     for name in ("accuracy.png", "roc_curves.png", "confusion_ensemble.png", "confusion_svm.png"):
         assert (report / name).read_bytes()[:4] == b"\x89PNG"
     assert "ensemble" in capsys.readouterr().out
@@ -85,7 +89,7 @@ def test_predict_json_lists_undecodable_files(trained, tmp_path, capsys):
                  str(bad), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert len(result["scans"]) == 6
+    assert len(result["scans"]) == 7
     scan = result["scans"][0]
     assert set(scan["predictions"]) == set(MODEL_NAMES)
     assert scan["ensemble"]["label"] in CLASSES and 1 <= scan["ensemble"]["agreement"] <= 5
@@ -161,11 +165,11 @@ def test_evaluate_at_a_workers_bfloat16_reports_agreement_and_skipped_files(trai
     agreement = metrics["precision"]["label_agreement_with_float32"]
     assert set(agreement) == {*MODEL_NAMES, "ensemble"} and all(0.0 <= v <= 1.0 for v in agreement.values())
     files = metrics["files"]
-    assert (files["listed"], files["evaluated"]) == (25, 24)
+    assert (files["listed"], files["evaluated"]) == (29, 28)
     [skipped] = files["skipped"]
     assert skipped["file"].endswith("broken.png") and "PNG" in skipped["reason"]
     out = capsys.readouterr().out
-    assert "label agreement with float32" in out and "24 of 25 evaluated, 1 skipped" in out
+    assert "label agreement with float32" in out and "28 of 29 evaluated, 1 skipped" in out
 
 
 def test_predict_records_the_precision_it_ran_at(trained, capsys):
@@ -173,3 +177,25 @@ def test_predict_records_the_precision_it_ran_at(trained, capsys):
     assert main(["predict", "--models", str(trained["bundle"]), "--json", "--precision", "float32",
                  *map(str, files)]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "float32"
+
+
+def test_train_holds_out_an_untouched_test_part_and_scores_it_once(trained):
+    """The fixed evaluation split is the test part: not trained on, scored at the end (issue 13)."""
+    from training.datasets import list_labelled
+    from training.holdout import TEST_METRICS_FILE
+    from training.pool import in_evaluation_split
+    from training.recipe import DATASET_LIST, read_dataset_list
+
+    test_shas = {item.sha256 for item in list_labelled(trained["data"]) if in_evaluation_split(item.sha256)}
+    assert len(test_shas) == 4
+    used = {row["sha256"] for row in read_dataset_list(trained["bundle"] / DATASET_LIST)}
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    # Near copies of a test image are not trained on either.
+    assert not used & test_shas and len(used) + manifest["dataset"]["near_copies_of_evaluation_dropped"] == 24
+    assert manifest["evaluation_split"]["test_part"] is True and manifest["split"]["method"] == "near-copy groups"
+    scored = json.loads((trained["bundle"] / TEST_METRICS_FILE).read_text())
+    assert scored["images"] == 4 and set(scored["models"]) == {*MODEL_NAMES, "ensemble", "nearest_neighbour_baseline"}
+    for entry in scored["models"].values():
+        assert sum(map(sum, entry["confusion_matrix"])) == 4
+    near, far = scored["with_near_copy_in_training"], scored["without_near_copy_in_training"]
+    assert near["images"] + far["images"] == 4 and scored["near_copy_cosine"] == 0.95
