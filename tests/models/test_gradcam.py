@@ -50,16 +50,23 @@ def _jax_python() -> str | None:
     return None
 
 
-def test_the_same_quadrant_heatmap_under_jax():
-    python = _jax_python()
-    if python is None:
-        pytest.skip("JAX is not installed in this virtualenv (not in requirements.txt) and JAX_PYTHON names "
-                    "no Python with JAX and Keras; the Grad-CAM JAX shim is not exercised here")
-    done = subprocess.run([python, "-m", "tests.helpers.quadrant_net"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-                                            "PYTHONPATH": str(REPO)})
+JAX_PYTHON = _jax_python()
+# A mark, not a fixture: skipping must not first build the session's tiny bundle.
+needs_jax = pytest.mark.skipif(JAX_PYTHON is None, reason=(
+    "JAX is not installed in this virtualenv (not in requirements.txt) and JAX_PYTHON names no Python "
+    "with JAX and Keras; the Grad-CAM JAX shim is not exercised here"))
+
+
+def _under_jax(*args: str) -> str:
+    done = subprocess.run([JAX_PYTHON, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+@needs_jax
+def test_the_same_quadrant_heatmap_under_jax():
+    answer = json.loads(_under_jax("-m", "tests.helpers.quadrant_net").strip().splitlines()[-1])
     assert answer["backend"] == "jax"
     _assert_lights_up_the_seen_quadrant(answer)
 
