@@ -29,7 +29,8 @@ def _random_bundle(image_size: int):
     from models.bundle import Bundle
 
     rng = np.random.default_rng(0)
-    networks = {name: build_transfer_model(name, image_size, BackboneWeights("none")) for name in ("resnet50", "vgg16")}
+    networks = {name: build_transfer_model(name, image_size, BackboneWeights("none"))
+                for name in ("resnet50", "vgg16")}
     networks["custom_cnn"] = build_custom_cnn(image_size)
     svm = SVC(probability=True, random_state=0).fit(rng.normal(size=(40, 256)), np.arange(40) % 4)
     return Bundle(path=Path("."), manifest={}, classes=["glioma", "meningioma", "notumor", "pituitary"],
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", help="a bundle folder (default: random networks at --image-size)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--data", help="a folder of scans (default: random 512 px images)")
-    parser.add_argument("--scans", type=int, default=4, help="scans explained per model (first one, then the rest)")
+    parser.add_argument("--scans", type=int, default=4,
+                        help="scans explained per model (the first, then the median of the rest)")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             explanation = explainer.explain(image, model)
             overlay_png(image, explanation)
             seconds.append(time.perf_counter() - started)
-        results[model] = {"first_s": round(seconds[0], 3), "median_s": round(statistics.median(seconds[1:]), 3),
+        results[model] = {"first_s": round(seconds[0], 3),
+                          "median_s": round(statistics.median(seconds[1:]), 3),
                           "map": list(explanation.heatmap.shape), "layer": explanation.layer}
     print(json.dumps({"backend": keras.backend.backend(), "image_size": explainer.image_size,
                       "scan_shape": list(scans[0].shape), "scans": len(scans), "cpus": os.cpu_count(),

@@ -119,7 +119,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, max_side: int = MAX_OVERLAY_
     # The model saw the whole scan resized to a square, so the map stretches back over all of it.
     heat = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     heat = np.clip(heat, 0.0, 1.0)
-    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.rint(heat * 255)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    jet = cv2.applyColorMap(np.uint8(np.rint(heat * 255)), cv2.COLORMAP_JET)
+    colours = cv2.cvtColor(jet, cv2.COLOR_BGR2RGB)
     alpha = (heat * OVERLAY_OPACITY)[:, :, None]
     return np.uint8(np.rint(rgb * (1.0 - alpha) + colours * alpha))
 

@@ -79,7 +79,8 @@ def _claim_pending(marker: Path) -> bool:
         return True
 
 
-def request_explanation(settings: Settings, scan_id: int, model_version_id: int, model: str) -> ExplanationState:
+def request_explanation(settings: Settings, scan_id: int, model_version_id: int,
+                        model: str) -> ExplanationState:
     """The cached overlay, or queue tasks.explain_scan on 'inference' unless one is pending already.
 
     Raises when the broker cannot be reached (the pending marker is removed, so a retry sends).
@@ -105,7 +106,8 @@ def request_explanation(settings: Settings, scan_id: int, model_version_id: int,
         except Exception:
             marker.unlink(missing_ok=True)
             raise
-        logger.info("queued the %s explanation of scan %s (model version %s)", model, scan_id, model_version_id)
+        logger.info("queued the %s explanation of scan %s (model version %s)", model, scan_id,
+                    model_version_id)
     return ExplanationState("queued", path)
 
 

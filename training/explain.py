@@ -62,8 +62,8 @@ def explain_paths(bundle_dir: str | Path, paths: Sequence[str | Path], out_dir: 
                 explanation = explainer.explain(scan.image, model)
                 target = out / f"{stem}{f'-frame{frame}' if len(scans) > 1 else ''}-{model}.png"
                 target.write_bytes(overlay_png(scan.image, explanation))
-                overlays.append({"path": str(path), "frame": frame, "model": model, "label": explanation.label,
-                                 "confidence": round(explanation.confidence, 6), "layer": explanation.layer,
-                                 "via": explanation.via, "overlay": str(target)})
+                overlays.append({"path": str(path), "frame": frame, "model": model,
+                                 "label": explanation.label, "confidence": round(explanation.confidence, 6),
+                                 "layer": explanation.layer, "via": explanation.via, "overlay": str(target)})
     log.info("%d overlays written to %s, %d files skipped", len(overlays), out, len(errors))
     return {"bundle": str(bundle_dir), "overlays": overlays, "errors": errors}

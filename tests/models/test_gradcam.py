@@ -43,7 +43,7 @@ def test_heatmap_of_a_network_that_sees_one_quadrant_lights_up_that_quadrant():
 def _jax_python() -> str | None:
     """This Python if it has JAX, else JAX_PYTHON (e.g. a separate virtualenv), else None."""
     for python in filter(None, (sys.executable, os.environ.get("JAX_PYTHON"))):
-        probe = subprocess.run([python, "-c", "import jax, keras"], capture_output=True, timeout=120,
+        probe = subprocess.run([python, "-c", "import jax, keras"], check=False, capture_output=True, timeout=120,
                                env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
         if probe.returncode == 0:
             return python
@@ -58,7 +58,7 @@ needs_jax = pytest.mark.skipif(JAX_PYTHON is None, reason=(
 
 
 def _under_jax(*args: str) -> str:
-    done = subprocess.run([JAX_PYTHON, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+    done = subprocess.run([JAX_PYTHON, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

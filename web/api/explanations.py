@@ -1,4 +1,4 @@
-"""A scan's Grad-CAM overlay by one model: 200 PNG once computed, 202 while the inference queue works on it."""
+"""A scan's Grad-CAM overlay by one model: 200 PNG once computed, 202 while a worker computes it."""
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +22,9 @@ POLL_AFTER_S = 2  # Retry-After of a 202: a 224 px ResNet50 explanation takes ab
 def _model_arg() -> str:
     model = request.args.get("model", "")
     if model not in MODEL_NAMES:
-        raise ApiError(422, "unknown_model", f"model must be one of {', '.join(MODEL_NAMES)}, got {model[:40]!r} "
-                                             "(the ensemble has no heatmap of its own: ask for its members)")
+        raise ApiError(422, "unknown_model", f"model must be one of {', '.join(MODEL_NAMES)}, "
+                                             f"got {model[:40]!r} (the ensemble has no heatmap of its own: "
+                                             "ask for its members)")
     return model
 
 
@@ -39,13 +40,14 @@ def scan_explanation(scan_id: int) -> Response | tuple[Response, int, dict[str, 
         raise ApiError(422, "not_classified", f"scan {scan_id} is {scan.status}, not classified: "
                                               "only a classified scan can be explained")
     predicted = db_session().scalar(select(Prediction.id).where(
-        Prediction.scan_id == scan_id, Prediction.model_version_id == version_id, Prediction.model_name == model))
+        Prediction.scan_id == scan_id, Prediction.model_version_id == version_id,
+        Prediction.model_name == model))
     if predicted is None:
         raise ApiError(422, "unknown_model", f"model version {version_id}, which classified scan {scan_id}, "
                                              f"has no {model} model")
     try:
         state = request_explanation(settings(), scan_id, version_id, model)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - kombu/redis raise many kinds; any means not queued
         logger.warning("could not queue the %s explanation of scan %s: %s: %s", model, scan_id,
                        type(exc).__name__, exc)
         raise ApiError(503, "broker_unavailable", "could not reach the broker to queue the explanation; "
