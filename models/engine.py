@@ -12,6 +12,7 @@ import numpy as np
 from models import ENSEMBLE_NAME, ESTIMATOR_NAMES, NETWORK_NAMES
 from models.architectures import FEATURES_LAYER
 from models.bundle import Bundle, load_bundle
+from models.calibration import Calibration, Triage
 from models.fold import fold_batchnorm
 from models.precision import with_precision
 from models.preprocess import preprocess_for, resize_batch
@@ -106,6 +107,10 @@ class InferenceEngine:
             self._batched[name] = _compile_forward(model, size)
         self._separate: dict[str, Forward] = {}
         self.ensemble_weights = self._normalised_weights(bundle.ensemble_weights)
+        # Every probability the engine hands out is calibrated with the bundle's temperatures
+        # (T = 1 without a calibration block); the triage rule marks scans for review.
+        self.calibration = Calibration.from_manifest(bundle.manifest)
+        self.triage = Triage.from_manifest(bundle.manifest)
 
     @classmethod
     def from_bundle(
@@ -136,16 +141,34 @@ class InferenceEngine:
             out[:, index] = proba[:, column]
         return out
 
-    def ensemble_probabilities(self, probs: dict[str, np.ndarray]) -> np.ndarray:
-        """Combine per-model [N,C] probabilities with the bundle's ensemble weights."""
+    def ensemble_probabilities(self, probs: dict[str, np.ndarray], calibrated: bool = True) -> np.ndarray:
+        """Combine per-model [N,C] probabilities (calibrated ones) with the bundle's ensemble weights,
+        then apply the ensemble's temperature (`calibrated` False: the plain weighted mixture)."""
         mixed = sum(self.ensemble_weights[n] * probs[n] for n in self.model_names)
-        return mixed / np.sum(mixed, axis=1, keepdims=True)
+        mixed = mixed / np.sum(mixed, axis=1, keepdims=True)
+        return self.calibration.ensemble(mixed) if calibrated else mixed
+
+    def calibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """From uncalibrated member probabilities: calibrated members plus 'ensemble'."""
+        probs = {n: self.calibration.member(n, raw[n]) for n in self.model_names}
+        probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs)
+        return probs
+
+    def uncalibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The members as the models give them and their weighted mixture (no temperatures)."""
+        probs = {n: raw[n] for n in self.model_names}
+        probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs, calibrated=False)
+        return probs
 
     def _prepare(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         return resize_batch(images, self.image_size)
 
     def predict_probabilities(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
-        """Run every model once on a [N,S,S,3] uint8 batch; return {model: [N,C]} plus 'ensemble'."""
+        """Run every model once on a [N,S,S,3] uint8 batch; return calibrated {model: [N,C]} plus 'ensemble'."""
+        return self.calibrated(self.member_probabilities(batch_uint8))
+
+    def member_probabilities(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
+        """Run every model once on a [N,S,S,3] uint8 batch; return its uncalibrated {model: [N,C]}."""
         batch = self._prepare(batch_uint8)
         probs: dict[str, np.ndarray] = {}
         caffe = None
@@ -167,11 +190,10 @@ class InferenceEngine:
                         probs[est] = self.estimator_probabilities(est, features)
             else:
                 probs[name] = _to_numpy(out)
-        probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs)
         return probs
 
     def predict_model_probabilities(self, name: str, batch_uint8: np.ndarray) -> np.ndarray:
-        """Run one model on its own (SVM/RF recompute ResNet50 features); return [N,C] probabilities."""
+        """Run one model on its own (SVM/RF recompute ResNet50 features); return calibrated [N,C] probabilities."""
         if name not in self.model_names:
             raise KeyError(f"model {name!r} is not in this bundle ({', '.join(self.model_names)})")
         batch = self._prepare(batch_uint8)
@@ -184,8 +206,8 @@ class InferenceEngine:
             self._separate[name] = _compile_forward(model, self.image_size)
         out = _to_numpy(self._separate[name](preprocess_for(name, batch)))
         if name in ESTIMATOR_NAMES:
-            return self.estimator_probabilities(name, out)
-        return out
+            out = self.estimator_probabilities(name, out)
+        return self.calibration.member(name, out)
 
     def _scan_result(self, probs: dict[str, np.ndarray], i: int) -> dict:
         def entry(p: np.ndarray) -> dict:
@@ -198,6 +220,10 @@ class InferenceEngine:
         ensemble = entry(probs[ENSEMBLE_NAME][i])
         ensemble["agreement"] = sum(p["label"] == ensemble["label"] for p in predictions.values())
         ensemble["members"] = len(predictions)
+        # None: the bundle sets no review rule (trained before triage existed).
+        ensemble["needs_review"] = (None if self.triage is None else
+                                    self.triage.needs_review(float(np.max(probs[ENSEMBLE_NAME][i])),
+                                                             ensemble["agreement"]))
         return {"predictions": predictions, "ensemble": ensemble}
 
     def classify(self, images: Sequence[np.ndarray] | np.ndarray) -> list[dict]:

@@ -1,4 +1,4 @@
-"""`python -m training train|evaluate|predict|explain`: argument parsing, progress lines, summary tables."""
+"""`python -m training train|evaluate|predict|explain|calibrate`: argument parsing, progress lines, summary tables."""
 
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="epochs of a warm start (default 3)")
     train.add_argument("--warm-start-lr", type=float, default=None,
                        help="peak learning rate of a warm start (default: a tenth of the recipe's)")
+    _review_target_option(train)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")
     evaluate.add_argument("--models", required=True, help="bundle folder")
@@ -98,7 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="folder for the overlays: <file>[-frame<k>]-<model>.png")
     explain.add_argument("--model", action="append", choices=MODEL_NAMES, dest="model",
                          help="explain only this model (repeatable; default: every model of the bundle)")
+
+    calibrate = sub.add_parser("calibrate", help="refit a bundle's temperatures and review threshold on its "
+                                                 "validation items; write a new bundle")
+    calibrate.add_argument("--models", required=True, help="bundle folder (with its dataset.tsv)")
+    calibrate.add_argument("--data", required=True, help="the labelled folder or zip it was trained on")
+    calibrate.add_argument("--out", required=True, help="new bundle folder to write")
+    calibrate.add_argument("--batch-size", type=_positive_int, default=32)
+    calibrate.add_argument("--test-part", choices=("on", "off"), default="on",
+                           help="score the new bundle's test part again when the bundle held one out (default on)")
+    _review_target_option(calibrate)
     return parser
+
+
+def _review_target_option(parser: argparse.ArgumentParser) -> None:
+    """--review-target-accuracy, defaulting to the service's REVIEW_TARGET_ACCURACY setting."""
+    from training.calibration import DEFAULT_REVIEW_TARGET_ACCURACY
+
+    raw = os.environ.get("REVIEW_TARGET_ACCURACY") or str(DEFAULT_REVIEW_TARGET_ACCURACY)
+    try:
+        default = float(raw)
+    except ValueError:
+        raise SystemExit(f"error: REVIEW_TARGET_ACCURACY must be a number, got {raw!r}") from None
+    parser.add_argument("--review-target-accuracy", type=float, default=default, metavar="ACCURACY",
+                        help="the review threshold is the lowest calibrated ensemble confidence whose accepted "
+                             "validation scans reach this accuracy (default: REVIEW_TARGET_ACCURACY, else "
+                             f"{DEFAULT_REVIEW_TARGET_ACCURACY}); now {default}")
 
 
 def _precision_option(parser: argparse.ArgumentParser) -> None:
@@ -136,12 +162,24 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def metrics_table(models: dict) -> str:
-    """Summary table: accuracy, macro F1 and ROC AUC per model."""
+    """Summary table: accuracy, macro F1, ROC AUC, ECE and Brier score per model."""
     rows = []
     for name, m in models.items():
-        auc = "-" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
-        rows.append([name, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", auc])
-    return _table(rows, ["model", "accuracy", "macro_f1", "roc_auc"])
+        rows.append([name, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", _share(m.get("roc_auc"), "-"),
+                     _share(m.get("ece"), "-"), _share(m.get("brier"), "-")])
+    return _table(rows, ["model", "accuracy", "macro_f1", "roc_auc", "ece", "brier"])
+
+
+def triage_line(triage: dict | None) -> str:
+    """One line on the review rule: coverage and the accuracy of accepted scans."""
+    if not triage:
+        return "review: this bundle sets no review threshold (train or calibrate it again)"
+    threshold = triage.get("confidence_threshold")
+    rule = (f"confidence >= {threshold:.4f}" if threshold is not None else "no threshold reached the target")
+    return (f"review: {triage['accepted']} of {triage['images']} accepted ({triage['coverage']:.1%} coverage; "
+            f"{rule}, >= {triage['min_agreement']} models agreeing), accuracy on accepted "
+            f"{_share(triage['accepted_accuracy'])}, on the {triage['review']} sent to review "
+            f"{_share(triage['review_accuracy'])}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -165,6 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         warm_start_epochs=args.warm_start_epochs or DEFAULT_WARM_START_EPOCHS,
         warm_start_lr=args.warm_start_lr,
+        review_target_accuracy=args.review_target_accuracy,
     )
     started = time.perf_counter()
     manifest = train_bundle(options, _ProgressPrinter())
@@ -174,6 +213,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(metrics_table(manifest["validation_metrics"]))
     print(f"ensemble weights ({manifest['ensemble_fit']['method']}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in manifest["ensemble_weights"].items()))
+    print("temperatures: " + ", ".join(f"{k} {v:.3f}" for k, v in manifest["calibration"]["temperatures"].items())
+          + f", ensemble {manifest['calibration']['ensemble']['temperature']:.3f}")
+    print(triage_line(manifest["triage"]["validation"]) + " (validation)")
     for arch, counts in (manifest.get("feature_cache") or {}).get("per_model", {}).items():
         if manifest["feature_cache"]["folder"]:
             print(f"{arch}: {counts['stored']} feature rows from {manifest['feature_cache']['folder']}, "
@@ -192,6 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         near, far = test["with_near_copy_in_training"], test["without_near_copy_in_training"]
         print(f"Test part ({test['images']} images, never trained, validated or tuned on):")
         print(metrics_table(test["models"]))
+        print(triage_line(test.get("triage")) + " (test part)")
         print(f"  of them {near['images']} have a training image at cosine >= {test['near_copy_cosine']} "
               f"(ensemble {_share(near['ensemble_accuracy'])}, 1-NN {_share(near['baseline_accuracy'])}), "
               f"{far['images']} do not (ensemble {_share(far['ensemble_accuracy'])}, "
@@ -200,8 +243,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _share(value: float | None, missing: str = "n/a") -> str:
+    return missing if value is None else f"{value:.4f}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -216,6 +259,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"precision: {used['used']} (setting {used['setting']})" + (
         "; label agreement with float32: " + ", ".join(f"{n} {v:.4f}" for n, v in agreement.items())
         if agreement else ""))
+    print("ECE without the bundle's temperatures: "
+          + ", ".join(f"{n} {v['ece']:.4f}" for n, v in metrics["uncalibrated"].items()))
+    print(triage_line(metrics["triage"]))
     files = metrics["files"]
     print(f"files: {files['evaluated']} of {files['listed']} evaluated, {len(files['skipped'])} skipped")
     print(f"report: {Path(args.report) / 'metrics.json'}")
@@ -248,6 +294,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result["overlays"] else 1
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Refit calibration and the review threshold of a bundle into a new bundle; print before/after."""
+    from training.recalibrate import REPORT_FILE, SUMMARY_HEADER, calibrate_bundle, summary_rows
+
+    report = calibrate_bundle(args.models, args.data, args.out, args.review_target_accuracy,
+                              batch_size=args.batch_size, test_part=args.test_part == "on",
+                              progress=_ProgressPrinter())
+    print(f"validation: {report['validation']['images']} images")
+    print(_table(summary_rows(report), SUMMARY_HEADER))
+    print(triage_line(report["triage"]["validation"]) + " (validation)")
+    if report["test"]:
+        print(triage_line(report["test"]["triage"]) + f" (test part, {report['test']['images']} images)")
+    print(f"bundle: {args.out} (report: {Path(args.out) / REPORT_FILE})")
+    return 0
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's input problem: message only, no traceback.
 
@@ -259,10 +321,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from training.datasets import DatasetError
     from training.decode import DecodeError
     from training.evaluate import EvaluationError
+    from training.recalibrate import CalibrationError
     from training.recipe import TrainingError
 
-    return (BackboneWeightsError, BundleError, DatasetError, DecodeError, EvaluationError, TrainingError,
-            FileNotFoundError)
+    return (BackboneWeightsError, BundleError, CalibrationError, DatasetError, DecodeError, EvaluationError,
+            TrainingError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+                "calibrate": cmd_calibrate}
     try:
         return commands[args.command](args)
     except _user_errors() as exc:

@@ -30,12 +30,15 @@ def _labels_for(items, kept: list[int], classes: list[str]) -> np.ndarray:
     return np.array([index[items[i].label] for i in kept], dtype=int)
 
 
-def engine_probabilities(engine, images: np.ndarray, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
-    """Run the engine over images batch by batch; stack {model or 'ensemble': [N, C]}."""
+def engine_probabilities(engine, images: np.ndarray, progress: ProgressFn | None = None,
+                         raw: bool = False) -> dict[str, np.ndarray]:
+    """Run the engine over images batch by batch; stack {model or 'ensemble': [N, C]} as served
+    (calibrated), or with `raw` the members' uncalibrated probabilities only (no 'ensemble')."""
     chunks: dict[str, list[np.ndarray]] = {}
     total = len(images)
+    predict = engine.member_probabilities if raw else engine.predict_probabilities
     for start in range(0, total, engine.batch_size):
-        probs = engine.predict_probabilities(images[start:start + engine.batch_size])
+        probs = predict(images[start:start + engine.batch_size])
         for name, value in probs.items():
             chunks.setdefault(name, []).append(np.asarray(value))
         if progress is not None:
@@ -61,9 +64,11 @@ def evaluate_bundle(
     from models.bundle import verify_bundle
     from models.engine import InferenceEngine
     from models.precision import resolve_precision
+    from training.calibration import model_metrics, reliability_bins
     from training.datasets import list_labelled, load_image_array
-    from training.metrics import classification_metrics, roc_curves
-    from training.plots import plot_accuracy_comparison, plot_confusion_matrix, plot_roc_curves
+    from training.metrics import roc_curves
+    from training.plots import (plot_accuracy_comparison, plot_confusion_matrix, plot_reliability_diagram,
+                                plot_roc_curves)
 
     manifest = verify_bundle(bundle_dir)
     classes = [str(c) for c in manifest["classes"]]
@@ -77,14 +82,16 @@ def evaluate_bundle(
     y_true = _labels_for(items, kept, classes)
     used = resolve_precision(precision)
     engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
-    probs = engine_probabilities(engine, images, progress)
+    raw = engine_probabilities(engine, images, progress, raw=True)
+    probs, uncalibrated = engine.calibrated(raw), engine.uncalibrated(raw)
     names = [n for n in engine.model_names if n in probs] + ["ensemble"]
     agreement = None
     if used != "float32":
         reference = engine_probabilities(InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size), images)
         agreement = {n: float(np.mean(probs[n].argmax(1) == reference[n].argmax(1))) for n in names}
     metrics = {
-        "models": {n: classification_metrics(y_true, probs[n], classes) for n in names},
+        "models": {n: model_metrics(y_true, probs[n], classes) for n in names},
+        **calibration_summary(engine, y_true, probs, uncalibrated),
         "precision": {"setting": precision, "used": used, "label_agreement_with_float32": agreement},
         "files": {
             "listed": len(items),
@@ -106,10 +113,36 @@ def evaluate_bundle(
         )
     plot_accuracy_comparison({n: metrics["models"][n]["accuracy"] for n in names}, out / "accuracy.png")
     plot_roc_curves({n: roc_curves(y_true, probs[n], classes) for n in names}, out / "roc_curves.png")
+    plot_reliability_diagram({n: reliability_bins(y_true, probs[n]) for n in names},
+                             {n: reliability_bins(y_true, uncalibrated[n]) for n in names},
+                             out / "reliability.png")
     log.info("evaluated %d scans from %s; report in %s", len(y_true), data, out)
     if progress is not None:
         progress("evaluate", 1.0, f"wrote {out / METRICS_FILE}")
     return metrics
+
+
+def calibration_summary(engine, y_true: np.ndarray, probs: dict[str, np.ndarray],
+                        uncalibrated: dict[str, np.ndarray]) -> dict:
+    """The figures beside each model's metrics: ECE and Brier without the bundle's temperatures
+    ("uncalibrated"; equal to the served ones for a bundle without calibration), the temperatures,
+    and the triage rule's coverage and accuracy on accepted scans (None: the bundle sets no rule)."""
+    from training.calibration import brier_score, expected_calibration_error, triage_report
+
+    triage = None
+    if engine.triage is not None:
+        members = {n: probs[n] for n in engine.model_names}
+        triage = triage_report(y_true, probs["ensemble"], members, engine.triage.threshold,
+                               engine.triage.min_agreement)
+        triage["target_accuracy"] = (engine.manifest.get("triage") or {}).get("target_accuracy")
+    return {
+        "uncalibrated": {n: {"ece": expected_calibration_error(y_true, p), "brier": brier_score(y_true, p)}
+                         for n, p in uncalibrated.items()},
+        "calibration": {"temperatures": engine.calibration.temperatures,
+                        "ensemble_temperature": engine.calibration.ensemble_temperature,
+                        "fitted": bool(engine.manifest.get("calibration"))},
+        "triage": triage,
+    }
 
 
 def score_bundles(
@@ -127,8 +160,8 @@ def score_bundles(
     """
     from models.bundle import verify_bundle
     from models.engine import InferenceEngine
+    from training.calibration import model_metrics
     from training.datasets import load_image_array
-    from training.metrics import classification_metrics
 
     manifests: dict[str, dict] = {}
     results: dict[str, dict] = {}
@@ -174,7 +207,7 @@ def score_bundles(
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         names = [n for n in engine.model_names if n in probs] + ["ensemble"]
-        results[name] = {"models": {n: classification_metrics(y_true, probs[n], classes) for n in names},
+        results[name] = {"models": {n: model_metrics(y_true, probs[n], classes) for n in names},
                          "size": len(order)}
         del engine  # one engine in memory at a time
     return results

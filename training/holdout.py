@@ -41,7 +41,8 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
     from models.engine import InferenceEngine
     from models.precision import resolve_precision
     from training.datasets import load_image_array
-    from training.evaluate import _labels_for, engine_probabilities
+    from training.calibration import model_metrics
+    from training.evaluate import _labels_for, calibration_summary, engine_probabilities
     from training.metrics import classification_metrics
     from training.similarity import nearest_cosine, thumbnails
 
@@ -53,9 +54,10 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
     y_true = _labels_for(test_items, kept, classes)
     used = resolve_precision(precision)
     engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
-    probs = engine_probabilities(engine, images, progress)
+    raw = engine_probabilities(engine, images, progress, raw=True)
+    probs, uncalibrated = engine.calibrated(raw), engine.uncalibrated(raw)
     names = [n for n in engine.model_names if n in probs] + ["ensemble"]
-    metrics = {n: classification_metrics(y_true, probs[n], classes) for n in names}
+    metrics = {n: model_metrics(y_true, probs[n], classes) for n in names}
     neighbour, cosine = nearest_cosine(thumbnails(images), np.asarray(train_thumbs, dtype=np.float32))
     baseline = np.asarray(train_labels)[neighbour] if len(train_thumbs) else np.full(len(y_true), -1)
     metrics["nearest_neighbour_baseline"] = classification_metrics(
@@ -67,6 +69,8 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
         "files_skipped": len(test_items) - len(set(kept)),
         "precision": used,
         "models": metrics,
+        # ECE/Brier without the temperatures, and the review rule's coverage and accepted accuracy.
+        **calibration_summary(engine, y_true, probs, uncalibrated),
         "near_copy_cosine": NEAR_COPY_REPORT_COSINE,
         "with_near_copy_in_training": _subset(y_true, predicted, near),
         "without_near_copy_in_training": _subset(y_true, predicted, ~near),

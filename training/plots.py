@@ -1,4 +1,4 @@
-"""PNG plots: confusion matrices, accuracy comparison, ROC curves, training history (Agg)."""
+"""PNG plots: confusion matrices, accuracy comparison, ROC curves, reliability diagrams, training history (Agg)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,38 @@ def plot_training_history(histories: Mapping[str, Mapping[str, Sequence[float]]]
             ax.legend(fontsize=7)
     if not names:
         axes[0][0].text(0.5, 0.5, "no network was trained", ha="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability_diagram(calibrated: Mapping[str, Sequence[dict]], uncalibrated: Mapping[str, Sequence[dict]],
+                             path: str | Path) -> Path:
+    """One panel per model: accuracy against confidence per bin (training.calibration.reliability_bins),
+    as served (bars) and without the bundle's temperatures (dashed), beside the diagonal."""
+    plt = _pyplot()
+    names = list(calibrated)
+    cols = min(3, max(1, len(names)))
+    rows = max(1, int(np.ceil(len(names) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        bins = [b for b in calibrated[name] if b["count"]]
+        ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+               width=[b["hi"] - b["lo"] for b in bins], edgecolor="tab:blue", alpha=0.6, label="calibrated")
+        raw = [b for b in uncalibrated.get(name, ()) if b["count"]]
+        if raw:
+            ax.plot([b["confidence"] for b in raw], [b["accuracy"] for b in raw], "o--", color="tab:red",
+                    markersize=3, label="uncalibrated")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(name)
+        ax.set_xlabel("Confidence (top label)")
+        ax.set_ylabel("Accuracy")
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

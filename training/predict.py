@@ -97,7 +97,7 @@ def predict_paths(bundle_dir: str | Path, paths: Sequence[str | Path], batch_siz
 def render_table(result: dict) -> str:
     """A plain-text table: one row per scan, then the files that could not be classified."""
     models = result["models"]
-    header = ["scan", "ensemble", "confidence", "agree", *models]
+    header = ["scan", "ensemble", "confidence", "agree", "review", *models]
     rows = []
     for scan in result["scans"]:
         name = scan["path"] + (f" [frame {scan['frame']}]" if scan.get("frame") is not None else "")
@@ -105,6 +105,7 @@ def render_table(result: dict) -> str:
         rows.append([
             name, ens["label"], f"{ens['probabilities'][ens['label']]:.3f}",
             f"{ens['agreement']}/{len(scan['predictions'])}",
+            {True: "yes", False: "no"}.get(ens.get("needs_review"), "-"),
             *[scan["predictions"][m]["label"] for m in models],
         ])
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]

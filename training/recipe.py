@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models import ESTIMATOR_NAMES, MODEL_NAMES
+from training.calibration import DEFAULT_REVIEW_TARGET_ACCURACY
 from training.cnn import CnnSchedule
 from training.cnn_variants import CNN_VARIANTS
 from training.datasets import list_labelled
@@ -93,6 +94,9 @@ class TrainOptions:
     warm_start: str | Path | None = None
     warm_start_epochs: int = DEFAULT_WARM_START_EPOCHS
     warm_start_lr: float | None = None  # default: WARM_START_LR_FACTOR x the recipe's peak rate
+    # The review threshold is the lowest calibrated ensemble confidence at which the validation
+    # scans accepted without review reach this accuracy (REVIEW_TARGET_ACCURACY for the service).
+    review_target_accuracy: float = DEFAULT_REVIEW_TARGET_ACCURACY
     # Free text recorded in the manifest (e.g. "quick first model"); profile names a preset.
     notes: str = ""
     profile: str = "full"
@@ -162,6 +166,9 @@ def validate_options(options: TrainOptions) -> None:
         raise TrainingError(f"--near-copy-threshold must be between 0 (off) and 1, got {options.near_copy_threshold}")
     if not 0.0 < options.val_fraction < 0.5:
         raise TrainingError("--val-fraction must be between 0 and 0.5")
+    if not 0.0 < options.review_target_accuracy <= 1.0:
+        raise TrainingError(f"--review-target-accuracy must be above 0 and at most 1, "
+                            f"got {options.review_target_accuracy}")
     if options.cnn_variant not in CNN_VARIANTS:
         raise TrainingError(f"--cnn-variant must be one of {', '.join(CNN_VARIANTS)}")
     if options.bn_recalibration not in ("on", "off"):
@@ -332,8 +339,8 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
 
     from models.backbones import resolve_backbone_weights
     from models.bundle import save_bundle
-    from training.ensemble import agreement_counts, combine, fit_ensemble_weights
-    from training.metrics import classification_metrics
+    from training.calibration import fit_calibration, model_metrics
+    from training.ensemble import agreement_counts
     from training.plots import plot_training_history
     from training.transfer import train_estimators, train_transfer_model
 
@@ -411,14 +418,21 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
                                  "warm_start": str(options.warm_start) if options.warm_start else None}
         timings["custom_cnn"] = time.perf_counter() - t0
 
-    staged("ensemble", 0.0, "fitting ensemble weights on validation")
-    ordered = {m: val_probs[m] for m in models}
-    fit = fit_ensemble_weights(ordered, split.y_val)
-    ensemble_probs = combine(ordered, fit.weights)
-    metrics = {m: classification_metrics(split.y_val, p, split.classes) for m, p in ordered.items()}
-    metrics["ensemble"] = classification_metrics(split.y_val, ensemble_probs, split.classes)
+    staged("ensemble", 0.0, "calibrating and fitting ensemble weights on validation")
+    # Temperatures, weights (on the calibrated members), the ensemble's temperature and the
+    # review threshold, all on validation; the validation figures below are the calibrated ones.
+    calibrated = fit_calibration({m: val_probs[m] for m in models}, split.y_val,
+                                 options.review_target_accuracy)
+    fit = calibrated.ensemble_fit
+    ordered = {m: calibrated.probabilities[m] for m in models}
+    ensemble_probs = calibrated.probabilities["ensemble"]
+    metrics = {m: model_metrics(split.y_val, p, split.classes) for m, p in ordered.items()}
+    metrics["ensemble"] = model_metrics(split.y_val, ensemble_probs, split.classes)
     agreement = agreement_counts(ordered, ensemble_probs)
-    staged("ensemble", 1.0, f"ensemble ({fit.method}) validation accuracy {fit.accuracy:.4f}")
+    triage = calibrated.triage["validation"]
+    staged("ensemble", 1.0, f"ensemble ({fit.method}) validation accuracy {fit.accuracy:.4f}, "
+                            f"ECE {metrics['ensemble']['ece']:.4f}; {triage['coverage']:.1%} accepted "
+                            f"without review")
 
     timings["total_before_save"] = time.perf_counter() - started
     manifest = {
@@ -429,6 +443,8 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         "training_data_sha256": split.fingerprint,
         "validation_metrics": metrics,
         "ensemble_weights": fit.weights,
+        "calibration": calibrated.manifest,
+        "triage": calibrated.triage,
         "ensemble_fit": {"method": fit.method, "validation_accuracy": fit.accuracy,
                          "best_member": fit.best_member,
                          "best_member_accuracy": fit.best_member_accuracy,

@@ -11,7 +11,7 @@ from tests.helpers.labelled_folder import CLASSES, write_labelled_folder
 from tests.helpers.split_data import write_split_folder
 from training.cli import main
 
-METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "roc_auc"}
+METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "roc_auc", "ece", "brier"}
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,62 @@ def test_evaluate_writes_metrics_json_and_plots(trained, capsys):
         assert list(entry["per_class"]) == list(CLASSES)
         assert sum(map(sum, entry["confusion_matrix"])) == 28
         assert [sum(row) for row in entry["confusion_matrix"]] == [7, 7, 7, 7]  # rows = true class
-    for name in ("accuracy.png", "roc_curves.png", "confusion_ensemble.png", "confusion_svm.png"):
+    for name in ("accuracy.png", "roc_curves.png", "confusion_ensemble.png", "confusion_svm.png", "reliability.png"):
         assert (report / name).read_bytes()[:4] == b"\x89PNG"
-    assert "ensemble" in capsys.readouterr().out
+    # Calibration and triage: the served (calibrated) ECE per model, the uncalibrated one beside
+    # it, and the review rule's coverage and accuracy on accepted scans.
+    assert set(metrics["uncalibrated"]) == {*MODEL_NAMES, "ensemble"}
+    assert metrics["calibration"]["fitted"] is True
+    triage = metrics["triage"]
+    assert triage["images"] == 28 and triage["accepted"] + triage["review"] == 28
+    assert triage["coverage"] == triage["accepted"] / 28
+    out = capsys.readouterr().out
+    assert "ensemble" in out and "ece" in out and "review:" in out
+
+
+def test_train_fits_calibration_and_a_review_threshold_on_validation(trained):
+    """Temperatures per model, weights on calibrated members, the ensemble temperature and the
+    triage rule are in the manifest; the validation figures are the calibrated ones."""
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    calibration, triage = manifest["calibration"], manifest["triage"]
+    assert set(calibration["temperatures"]) == set(MODEL_NAMES)
+    assert all(0.05 <= t <= 20 for t in calibration["temperatures"].values())
+    assert calibration["ensemble"]["temperature"] > 0
+    assert set(calibration["validation"]["after"]) == {*MODEL_NAMES, "ensemble"}
+    for name in MODEL_NAMES:  # temperature scaling never changes a model's accuracy
+        assert calibration["validation"]["after"][name]["accuracy"] == calibration["validation"]["before"][name]["accuracy"]
+    assert manifest["validation_metrics"]["ensemble"]["ece"] == pytest.approx(
+        calibration["validation"]["after"]["ensemble"]["ece"])
+    assert triage["target_accuracy"] == 0.995 and triage["min_agreement"] == 3
+    val = triage["validation"]
+    assert val["images"] == manifest["dataset"]["validation"]
+    if triage["target_reached"]:
+        assert val["accepted_accuracy"] >= 0.995
+    else:
+        assert triage["confidence_threshold"] is None and val["accepted"] == 0
+
+
+def test_calibrate_refits_a_bundle_into_a_new_one(trained, tmp_path, capsys):
+    """`calibrate` reads the bundle's validation items back from the folder and writes a new bundle."""
+    from models.bundle import bundle_digest, verify_bundle
+
+    out = tmp_path / "recalibrated"
+    code = main(["calibrate", "--models", str(trained["bundle"]), "--data", str(trained["data"]),
+                 "--out", str(out), "--review-target-accuracy", "0.5"])
+    assert code == 0
+    manifest, original = verify_bundle(out), verify_bundle(trained["bundle"])
+    assert manifest["files"] == original["files"]  # the very same model files
+    assert manifest["triage"]["target_accuracy"] == 0.5
+    assert manifest["recalibrated"]["digest"] == bundle_digest(trained["bundle"])
+    assert manifest["recalibrated"]["validation_images"] == original["dataset"]["validation"]
+    # Fitted on the same validation probabilities as training, up to the engine's float32 path.
+    for name, value in original["calibration"]["temperatures"].items():
+        assert manifest["calibration"]["temperatures"][name] == pytest.approx(value, rel=0.05, abs=0.05)
+    scored = json.loads((out / "test_metrics.json").read_text())
+    assert scored["images"] == 4 and scored["triage"]["target_accuracy"] == 0.5
+    assert "val_ece_after" in capsys.readouterr().out
+    assert main(["calibrate", "--models", str(trained["bundle"]), "--data", str(trained["data"]),
+                 "--out", str(out)]) == 2  # refuses to overwrite a bundle
 
 
 def test_evaluate_refuses_unknown_class_folder(trained, tmp_path, capsys):
@@ -195,6 +248,8 @@ def test_train_holds_out_an_untouched_test_part_and_scores_it_once(trained):
     assert manifest["evaluation_split"]["test_part"] is True and manifest["split"]["method"] == "near-copy groups"
     scored = json.loads((trained["bundle"] / TEST_METRICS_FILE).read_text())
     assert scored["images"] == 4 and set(scored["models"]) == {*MODEL_NAMES, "ensemble", "nearest_neighbour_baseline"}
+    assert {"ece", "brier"} <= set(scored["models"]["ensemble"]) and "ensemble" in scored["uncalibrated"]
+    assert scored["triage"]["images"] == 4 and scored["triage"]["target_accuracy"] == 0.995
     for entry in scored["models"].values():
         assert sum(map(sum, entry["confusion_matrix"])) == 4
     near, far = scored["with_near_copy_in_training"], scored["without_near_copy_in_training"]
