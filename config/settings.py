@@ -60,6 +60,8 @@ class Settings:
     feature_cache_max_mb: int = 4096
     # Scheduled retraining continues the active version's custom CNN instead of training it anew.
     retrain_warm_start: bool = False
+    # Training runs pick the review threshold at which accepted validation scans reach this accuracy.
+    review_target_accuracy: float = 0.995
     task_visibility_timeout_s: int = 6 * 3600
     session_cookie_secure: bool = False
     login_rate_limit: str = "10 per minute"
@@ -197,6 +199,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         feature_cache_dir=Path(environ["FEATURE_CACHE_DIR"]).absolute() if environ.get("FEATURE_CACHE_DIR") else None,
         feature_cache_max_mb=_int(environ, "FEATURE_CACHE_MAX_MB", 4096, minimum=0),
         retrain_warm_start=_bool(environ, "RETRAIN_WARM_START", False),
+        review_target_accuracy=_float(environ, "REVIEW_TARGET_ACCURACY", 0.995, 0.5, 1.0),
         task_visibility_timeout_s=_int(environ, "TASK_VISIBILITY_TIMEOUT_S", 6 * 3600, minimum=60),
         session_cookie_secure=_bool(environ, "SESSION_COOKIE_SECURE", False),
         login_rate_limit=environ.get("LOGIN_RATE_LIMIT") or "10 per minute",

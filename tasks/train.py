@@ -120,6 +120,7 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
     return TrainOptions(data=settings.training_data_dir, out=out_dir,
                         feature_cache=settings.feature_cache_folder,
                         feature_cache_max_mb=settings.feature_cache_max_mb,
+                        review_target_accuracy=settings.review_target_accuracy,
                         warm_start=warm_from, profile=profile, notes=PROFILE_NOTES.get(profile, ""),
                         **{k: v for k, v in params.items() if k in names})
 

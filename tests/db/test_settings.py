@@ -34,7 +34,8 @@ def test_development_without_any_key_fails_fast(tmp_path):
 @pytest.mark.parametrize("name,value", [("INFERENCE_BATCH_SIZE", "zero"), ("MAX_UPLOAD_MB", "0"),
                                         ("INFERENCE_PRECISION", "fp8"), ("APP_ENV", "staging"),
                                         ("SESSION_COOKIE_SECURE", "maybe"), ("SCAN_LEASE_S", "1"),
-                                        ("MAX_IMAGE_PIXELS", "100")])
+                                        ("MAX_IMAGE_PIXELS", "100"), ("REVIEW_TARGET_ACCURACY", "1.5"),
+                                        ("REVIEW_TARGET_ACCURACY", "high")])
 def test_bad_values_are_refused(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load_settings({"DATA_DIR": str(tmp_path), "APP_ENV": "test", name: value})
@@ -57,3 +58,9 @@ def test_reliability_and_security_settings(tmp_path):
     assert (changed.scan_lease_s, changed.session_cookie_secure, changed.dicom_deidentify,
             changed.max_scan_attempts) == (20, True, False, 5)
     assert load_settings({**base, "MAX_SCAN_ATTEMPTS": "2", "SCAN_MAX_ATTEMPTS": "5"}).max_scan_attempts == 2
+
+
+def test_review_target_accuracy(tmp_path):
+    base = {"DATA_DIR": str(tmp_path), "APP_ENV": "test"}
+    assert load_settings(base).review_target_accuracy == 0.995
+    assert load_settings({**base, "REVIEW_TARGET_ACCURACY": "0.99"}).review_target_accuracy == 0.99

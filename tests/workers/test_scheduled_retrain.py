@@ -53,6 +53,10 @@ def test_training_options_whitelist(settings, tmp_path):
     assert training_options(TrainingRun(params={}), offline, tmp_path / "out").backbone_weights == "none"
     explicit = TrainingRun(params={"backbone_weights": "imagenet"})
     assert training_options(explicit, offline, tmp_path / "out").backbone_weights == "imagenet"
+    # The review threshold's target accuracy is the service's REVIEW_TARGET_ACCURACY.
+    assert options.review_target_accuracy == 0.995
+    strict = conf.replace(review_target_accuracy=0.999)
+    assert training_options(TrainingRun(params={}), strict, tmp_path / "out").review_target_accuracy == 0.999
     import pytest
     with pytest.raises(ValueError, match="data"):
         training_options(TrainingRun(params={"data": "/etc"}), conf, tmp_path / "out")
