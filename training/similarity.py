@@ -24,16 +24,26 @@ NEAR_COPY_COSINE = 0.98
 _BLOCK = 2048
 
 
-def thumbnails(images: Sequence[np.ndarray] | np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
-    """[N, size*size] float32 rows: grey, area-resized, mean-centred, unit length (0 if flat)."""
-    rows = np.empty((len(images), size * size), dtype=np.float32)
+def grey_thumbnails(images: Sequence[np.ndarray] | np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """[N, size, size] uint8: each image grey and area-resized (what a bundle stores of its data)."""
+    out = np.empty((len(images), size, size), dtype=np.uint8)
     for i, image in enumerate(images):
         grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        small = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-        small -= small.mean()
-        norm = float(np.linalg.norm(small))
-        rows[i] = small / norm if norm > 1e-6 else 0.0
-    return rows
+        out[i] = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def normalise_thumbnails(grey: np.ndarray) -> np.ndarray:
+    """[N, H, W] grey thumbnails -> [N, H*W] float32 rows, mean-centred, unit length (0 if flat)."""
+    rows = np.asarray(grey, dtype=np.float32).reshape(len(grey), -1)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.where(norms > 1e-6, rows / np.maximum(norms, 1e-6), 0.0).astype(np.float32)
+
+
+def thumbnails(images: Sequence[np.ndarray] | np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """[N, size*size] float32 rows: grey, area-resized, mean-centred, unit length (0 if flat)."""
+    return normalise_thumbnails(grey_thumbnails(images, size))
 
 
 class _UnionFind:
