@@ -122,6 +122,8 @@ class Prediction(Base):
     confidence: Mapped[float] = mapped_column(Float, index=True)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSONType)
     agreement: Mapped[int | None] = mapped_column(Integer)
+    # Ensemble rows: the version's review rule sent this scan to review (None: not decided).
+    needs_review: Mapped[bool | None] = mapped_column(Boolean)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     scan: Mapped[Scan] = relationship(back_populates="predictions")

@@ -76,7 +76,8 @@ def reuse_predictions(session: Session, scans: Sequence[Scan], model_version_id:
             continue
         rows.extend(dict(scan_id=scan.id, model_version_id=model_version_id, model_name=p.model_name,
                          label=p.label, confidence=p.confidence, probabilities=p.probabilities,
-                         agreement=p.agreement, latency_ms=None) for p in stored[donor])
+                         agreement=p.agreement, needs_review=p.needs_review, latency_ms=None)
+                    for p in stored[donor])
         scan.status, scan.reused, scan.error = "classified", True, ""
         scan.model_version_id, scan.classified_at = model_version_id, now
         reused.append(scan)

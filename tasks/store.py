@@ -43,5 +43,7 @@ def prediction_rows(scan_id: int, model_version_id: int, result: dict[str, Any],
             label=str(entry["label"]), confidence=max(probabilities.values()),
             probabilities=probabilities,
             agreement=int(entry["agreement"]) if name == "ensemble" else None,
+            # The engine decides review from the bundle's triage rule (None: the bundle has none).
+            needs_review=entry.get("needs_review") if name == "ensemble" else None,
             latency_ms=latency_ms))
     return rows

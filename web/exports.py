@@ -34,7 +34,7 @@ def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(["scan_id", "job_id", "path", "study", "frame", "classified", "reused", "model",
                      "model_version", "label", "confidence", "agreement", *[f"p_{c}" for c in classes],
-                     "reviewed_label", "reviewed_by", "reviewed_at"])
+                     "reviewed_label", "reviewed_by", "reviewed_at", "needs_review"])
     yield buffer.getvalue()
     for partition in _partitions(session, flt):
         buffer.seek(0)
@@ -45,7 +45,8 @@ def iter_csv(session: Session, flt: ResultFilter) -> Iterator[str]:
                              int(bool(row[6])), row[7], row[8], row[9], f"{row[10]:.6f}",
                              "" if row[12] is None else row[12],
                              *[f"{probs[c]:.6f}" if c in probs else "" for c in classes],
-                             row[13] or "", _cell(row[14] or ""), iso(row[15]) or ""])
+                             row[13] or "", _cell(row[14] or ""), iso(row[15]) or "",
+                             "" if row[16] is None else int(row[16])])
         yield buffer.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""Per-study summary of a job's scans: what came out of each study, where the models disagree, what failed."""
+"""Per-study summary of a job's scans: what came out of each study, where the models disagree, what needs
+review, what failed."""
 from __future__ import annotations
 
 from collections import Counter
@@ -15,11 +16,13 @@ def disagreement(scan: dict[str, Any]) -> bool:
 
 def study_summaries(scans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per study (scan JSON as in web.serialize.scan_json), named studies first by name,
-    scans without a study last: counts by status, the ensemble's labels, disagreements."""
+    scans without a study last: counts by status, the ensemble's labels, disagreements, scans the
+    model version's review rule sent to review."""
     studies: dict[str, dict[str, Any]] = {}
     for scan in scans:
         entry = studies.setdefault(scan.get("study") or "", {"scans": 0, "classified": 0, "failed": 0,
-                                                              "pending": 0, "disagree": 0, "labels": Counter()})
+                                                              "pending": 0, "disagree": 0, "needs_review": 0,
+                                                              "labels": Counter()})
         entry["scans"] += 1
         status = scan.get("status")
         if status == "classified":
@@ -27,6 +30,7 @@ def study_summaries(scans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             if scan.get("ensemble"):
                 entry["labels"][scan["ensemble"]["label"]] += 1
             entry["disagree"] += disagreement(scan)
+            entry["needs_review"] += bool((scan.get("ensemble") or {}).get("needs_review"))
         elif status == "failed":
             entry["failed"] += 1
         else:

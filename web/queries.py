@@ -16,7 +16,7 @@ from web.serialize import iso
 
 # The query parameters a results query reads (the API adds `format`).
 FILTER_ARGS = ("model", "label", "min_confidence", "max_confidence", "min_agreement", "max_agreement",
-               "model_version", "study", "job", "since", "until", "reviewed", "disagrees")
+               "model_version", "study", "job", "since", "until", "reviewed", "disagrees", "needs_review")
 PAGING_ARGS = ("page", "per_page", "limit", "offset", "sort")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
@@ -48,6 +48,9 @@ class ResultFilter:
     min_agreement: int | None = None
     max_agreement: int | None = None
     model_version: int | None = None
+    # True: scans the version's review rule sent to review; False: scans it accepted (scans of a
+    # version without a rule are neither).
+    needs_review: bool | None = None
     sort: str = DEFAULT_SORT
     limit: int = DEFAULT_PER_PAGE
     offset: int = 0
@@ -143,6 +146,7 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
                         max_confidence=max_conf, **agree,
                         model_version=_int_arg(args, "model_version", 0, 1, MAX_OFFSET)
                         if args.get("model_version") else None,
+                        needs_review=_bool_arg(args, "needs_review"),
                         sort=_sort_arg(args), limit=limit, offset=offset)
 
 
@@ -156,12 +160,19 @@ def _agreement_column(flt: ResultFilter):
     return Prediction.agreement if flt.model == ENSEMBLE else _ensemble.agreement
 
 
-def _needs_ensemble_join(flt: ResultFilter) -> bool:
-    return flt.model != ENSEMBLE and (flt.min_agreement is not None or flt.max_agreement is not None
+def _review_column(flt: ResultFilter):
+    """The scan's review flag: on its ensemble row, whichever model's rows are shown."""
+    return Prediction.needs_review if flt.model == ENSEMBLE else _ensemble.needs_review
+
+
+def _needs_ensemble_join(flt: ResultFilter, rows: bool = False) -> bool:
+    # Rows always carry the scan's review flag, so shown rows of another model need the join.
+    return flt.model != ENSEMBLE and (rows or flt.min_agreement is not None or flt.max_agreement is not None
+                                      or flt.needs_review is not None
                                       or flt.sort.removeprefix("-") == "agreement")
 
 
-def _base_query(flt: ResultFilter, columns: tuple) -> Select:
+def _base_query(flt: ResultFilter, columns: tuple, rows: bool = False) -> Select:
     query = (select(*columns).join(Scan, Scan.id == Prediction.scan_id)
              # each row carries the scan's current review, if it has one
              .outerjoin(_current, _current.c.scan_id == Scan.id)
@@ -170,7 +181,7 @@ def _base_query(flt: ResultFilter, columns: tuple) -> Select:
              .where(Prediction.model_name == flt.model, Scan.status == "classified",
                     # only the version that classified the scan, so re-runs never show twice
                     Prediction.model_version_id == Scan.model_version_id))
-    if _needs_ensemble_join(flt):
+    if _needs_ensemble_join(flt, rows):
         query = query.outerjoin(_ensemble, and_(_ensemble.scan_id == Scan.id, _ensemble.model_name == ENSEMBLE,
                                                 _ensemble.model_version_id == Scan.model_version_id))
     if flt.reviewed is not None:
@@ -193,6 +204,8 @@ def _base_query(flt: ResultFilter, columns: tuple) -> Select:
         query = query.where(_agreement_column(flt) <= flt.max_agreement)
     if flt.model_version is not None:
         query = query.where(Scan.model_version_id == flt.model_version)
+    if flt.needs_review is not None:
+        query = query.where(_review_column(flt).is_(flt.needs_review))
     if flt.study:
         query = query.where(Scan.study == flt.study)
     if flt.job is not None:
@@ -209,12 +222,18 @@ _ROW_COLUMNS = (Scan.id, Scan.job_id, Scan.path, Scan.study, Scan.frame, Scan.cl
                 Prediction.probabilities, Prediction.agreement, Review.label, _reviewer.name, Review.created)
 
 
+def _row_columns(flt: ResultFilter) -> tuple:
+    """The row's columns; the last is the scan's review flag (row[16])."""
+    return (*_ROW_COLUMNS, _review_column(flt))
+
+
 def row_json(row: Any) -> dict[str, Any]:
     """One result row as the API shows it."""
     return {"scan_id": row[0], "job_id": row[1], "path": row[2], "study": row[3], "frame": row[4],
             "classified": iso(row[5]), "reused": row[6], "model": row[7], "model_version": row[8],
             "label": row[9], "confidence": row[10], "probabilities": row[11], "agreement": row[12],
-            "reviewed_label": row[13], "reviewed_by": row[14], "reviewed_at": iso(row[15])}
+            "reviewed_label": row[13], "reviewed_by": row[14], "reviewed_at": iso(row[15]),
+            "needs_review": row[16]}
 
 
 def _sort_columns(flt: ResultFilter) -> dict[str, Any]:
@@ -230,7 +249,7 @@ def ordered_rows(flt: ResultFilter) -> Select:
     # Missing values (an agreement of a row without one) last either way, as PostgreSQL and SQLite differ.
     key = column.desc().nulls_last() if flt.sort.startswith("-") else column.asc().nulls_last()
     order = (key,) if name == "scan_id" else (key, Scan.id.desc())
-    return _base_query(flt, _ROW_COLUMNS).order_by(*order)
+    return _base_query(flt, _row_columns(flt), rows=True).order_by(*order)
 
 
 def count_results(session: Session, flt: ResultFilter) -> int:

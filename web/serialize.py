@@ -45,7 +45,8 @@ def scan_json(scan: Scan, predictions: Iterable[Prediction]) -> dict[str, Any]:
             continue
         if pred.model_name == ENSEMBLE_NAME:
             ensemble = {"label": pred.label, "probabilities": pred.probabilities,
-                        "agreement": pred.agreement, "confidence": pred.confidence}
+                        "agreement": pred.agreement, "confidence": pred.confidence,
+                        "needs_review": pred.needs_review}
         else:
             per_model[pred.model_name] = {"label": pred.label, "probabilities": pred.probabilities,
                                           "confidence": pred.confidence}

@@ -149,11 +149,12 @@ def test_job_results_summarise_each_study(client, auth, session, active_version)
     session.commit()
     body = client.get(f"/api/v1/jobs/{job}/results", headers=auth("viewer")).get_json()
     assert body["studies"] == [
-        {"study": "p7", "scans": 3, "classified": 3, "failed": 0, "pending": 0, "disagree": 2,
+        {"study": "p7", "scans": 3, "classified": 3, "failed": 0, "pending": 0, "disagree": 2, "needs_review": 0,
          "labels": {"glioma": 2, "notumor": 1}},
-        {"study": "p9", "scans": 2, "classified": 1, "failed": 1, "pending": 0, "disagree": 0,
+        {"study": "p9", "scans": 2, "classified": 1, "failed": 1, "pending": 0, "disagree": 0, "needs_review": 0,
          "labels": {"pituitary": 1}},
-        {"study": "", "scans": 1, "classified": 0, "failed": 0, "pending": 1, "disagree": 0, "labels": {}},
+        {"study": "", "scans": 1, "classified": 0, "failed": 0, "pending": 1, "disagree": 0, "needs_review": 0,
+         "labels": {}},
     ]
 
 

@@ -121,4 +121,4 @@ def test_results_filter_and_carry_the_review(client, auth, scans):
     rows = {int(r["scan_id"]): r for r in csv.DictReader(io.StringIO(exported))}
     assert rows[scans[1]]["reviewed_label"] == "meningioma" and rows[scans[1]]["reviewed_by"] == "reviewer-user"
     assert rows[scans[1]]["reviewed_at"] and rows[scans[2]]["reviewed_label"] == ""
-    assert next(csv.reader(io.StringIO(exported)))[-3:] == ["reviewed_label", "reviewed_by", "reviewed_at"]
+    assert next(csv.reader(io.StringIO(exported)))[-4:] == ["reviewed_label", "reviewed_by", "reviewed_at", "needs_review"]

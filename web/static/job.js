@@ -1,5 +1,5 @@
 // Job page: follow the job's status (counts, rate, time left) until it is done; show a summary per
-// study (class mix, disagreements, failures), failed scans grouped by reason, and a sortable,
+// study (class mix, disagreements, scans needing review, failures), failed scans grouped by reason, and a sortable,
 // filterable table of the scans with a thumbnail each, linked to the scan's page.
 (function () {
   const box = document.getElementById("job");
@@ -34,6 +34,12 @@
     return scan.status === "classified" && ens && ens.agreement !== null && ens.agreement !== undefined &&
       ens.agreement < Object.keys(scan.predictions || {}).length;
   }
+
+  function needsReview(scan) {
+    return scan.status === "classified" && !!(scan.ensemble && scan.ensemble.needs_review);
+  }
+
+  const SHOWN = {all: () => true, failed: (s) => s.status === "failed", disagree: disagrees, review: needsReview};
 
   // ------------------------------------------------------------------ studies
 
@@ -102,6 +108,10 @@
       const facts = node("p", null, "study-facts");
       if (study.disagree) facts.append(filterButton(`Models disagree on ${plural(study.disagree, "scan")}`, study.study, "disagree", "disagree"));
       else if (study.classified) facts.append(node("span", "all models agree on every scan", "muted"));
+      if (study.needs_review) {
+        if (facts.childNodes.length) facts.append(document.createTextNode(" · "));
+        facts.append(filterButton(`${plural(study.needs_review, "scan")} to review`, study.study, "review", "review-count"));
+      }
       if (study.failed) {
         if (facts.childNodes.length) facts.append(document.createTextNode(" · "));
         facts.append(filterButton(`${study.failed} failed`, study.study, "failed", "failed-count"));
@@ -201,6 +211,11 @@
     const status = node("td", null, "col-status");
     const badge = node("span", scan.status + (scan.reused ? " (reused)" : ""), "status " + scan.status);
     status.append(badge);
+    if (needsReview(scan)) {
+      const flag = node("span", "needs review", "review-badge");
+      flag.title = "the calibrated confidence is below this model version's threshold, or too few models agree";
+      status.append(document.createTextNode(" "), flag);
+    }
     if (scan.error) status.append(node("div", scan.error, "error small reason"));
     tr.append(thumb, pathCell, node("td", scan.study, "col-study"), label,
               node("td", ens.confidence !== undefined ? `${(ens.confidence * 100).toFixed(1)}%` : "", "col-confidence num"),
@@ -210,8 +225,7 @@
 
   function filtered() {
     const show = el("show").value, study = el("study-filter").value;
-    return scans.filter((s) => (show === "all" || (show === "failed" ? s.status === "failed" : disagrees(s))) &&
-                               (!study || (s.study || "") === study));
+    return scans.filter((s) => (SHOWN[show] || SHOWN.all)(s) && (!study || (s.study || "") === study));
   }
 
   function renderTable() {
