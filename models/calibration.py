@@ -80,3 +80,27 @@ class Triage:
     def needs_review(self, confidence: float, agreement: int) -> bool:
         """True when this scan's ensemble answer should be checked by a person."""
         return self.threshold is None or confidence < self.threshold or agreement < self.min_agreement
+
+
+def normalised_weights(weights: Mapping[str, float], names: list[str]) -> dict[str, float]:
+    """Ensemble weights over `names`, non-negative and summing to 1 (equal when none are usable)."""
+    present = {n: max(float(weights.get(n, 0.0)), 0.0) for n in names} if weights else {}
+    total = sum(present.values())
+    if not present or total <= 0:
+        return {n: 1.0 / len(names) for n in names}
+    return {n: w / total for n, w in present.items()}
+
+
+def mixture(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float], names: list[str]) -> np.ndarray:
+    """The weighted mean of the members' [N, C] probabilities, rows renormalised."""
+    mixed = sum(weights[n] * probabilities[n] for n in names)
+    return mixed / np.sum(mixed, axis=1, keepdims=True)
+
+
+def served_probabilities(raw: Mapping[str, np.ndarray], names: list[str], weights: Mapping[str, float],
+                         calibration: Calibration) -> dict[str, np.ndarray]:
+    """What the engine serves from uncalibrated member probabilities: each member calibrated, and the
+    'ensemble' (the `weights` mixture of calibrated members, calibrated as the ensemble)."""
+    probs = {n: calibration.member(n, raw[n]) for n in names}
+    probs["ensemble"] = calibration.ensemble(mixture(probs, weights, names))
+    return probs

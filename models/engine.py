@@ -12,7 +12,7 @@ import numpy as np
 from models import ENSEMBLE_NAME, ESTIMATOR_NAMES, NETWORK_NAMES
 from models.architectures import FEATURES_LAYER
 from models.bundle import Bundle, load_bundle
-from models.calibration import Calibration, Triage
+from models.calibration import Calibration, Triage, mixture, normalised_weights, served_probabilities
 from models.fold import fold_batchnorm
 from models.precision import with_precision
 from models.preprocess import preprocess_for, resize_batch
@@ -124,11 +124,7 @@ class InferenceEngine:
         return cls(load_bundle(bundle_dir), precision, batch_size, bf16_networks)
 
     def _normalised_weights(self, weights: dict[str, float]) -> dict[str, float]:
-        present = {n: max(float(weights.get(n, 0.0)), 0.0) for n in self.model_names} if weights else {}
-        total = sum(present.values())
-        if not present or total <= 0:
-            return {n: 1.0 / len(self.model_names) for n in self.model_names}
-        return {n: w / total for n, w in present.items()}
+        return normalised_weights(weights, self.model_names)
 
     def estimator_probabilities(self, name: str, features: np.ndarray) -> np.ndarray:
         """Run SVM or Random Forest on 256-d features; return [N,C] in the bundle's class order."""
@@ -144,15 +140,12 @@ class InferenceEngine:
     def ensemble_probabilities(self, probs: dict[str, np.ndarray], calibrated: bool = True) -> np.ndarray:
         """Combine per-model [N,C] probabilities (calibrated ones) with the bundle's ensemble weights,
         then apply the ensemble's temperature (`calibrated` False: the plain weighted mixture)."""
-        mixed = sum(self.ensemble_weights[n] * probs[n] for n in self.model_names)
-        mixed = mixed / np.sum(mixed, axis=1, keepdims=True)
+        mixed = mixture(probs, self.ensemble_weights, self.model_names)
         return self.calibration.ensemble(mixed) if calibrated else mixed
 
     def calibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """From uncalibrated member probabilities: calibrated members plus 'ensemble'."""
-        probs = {n: self.calibration.member(n, raw[n]) for n in self.model_names}
-        probs[ENSEMBLE_NAME] = self.ensemble_probabilities(probs)
-        return probs
+        return served_probabilities(raw, self.model_names, self.ensemble_weights, self.calibration)
 
     def uncalibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The members as the models give them and their weighted mixture (no temperatures)."""

@@ -5,8 +5,9 @@ bundle's validation items (its dataset.tsv, found by content in the labelled fol
 the inference engine uncalibrated, training.calibration.fit_calibration fits what training
 would have fitted, and a new bundle folder is written with the same model files (their hashes
 unchanged) and a manifest carrying the new "calibration", "triage", ensemble weights and
-calibrated validation metrics. With a test part held out, the new bundle's test part is scored
-once more (test_metrics.json): nothing in it was fitted on the test part.
+calibrated validation metrics. When the bundle held the fixed evaluation split out (a CLI run's
+test part, a service run's gate split), both bundles are scored on it from one pass of the
+models (calibration_report.json beside the new manifest): nothing was fitted on it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from training.progress import ProgressFn
 
@@ -94,8 +97,9 @@ def validation_items(bundle_dir: Path, data: str | Path) -> tuple[list, list, li
 def calibrate_bundle(bundle_dir: str | Path, data: str | Path, out: str | Path,
                      target_accuracy: float, batch_size: int = 32, test_part: bool = True,
                      progress: ProgressFn | None = None) -> dict:
-    """Fit calibration and the review threshold on the bundle's validation items; write the new
-    bundle to `out` (and its test_metrics.json when the bundle held out a test part); return the report."""
+    """Fit calibration and the review threshold on the bundle's validation items; write the new bundle
+    to `out` with calibration_report.json (validation and, when held out, test figures before and
+    after); return the report."""
     from models.bundle import bundle_digest, verify_bundle
     from models.engine import InferenceEngine
     from training.calibration import fit_calibration, model_metrics
@@ -108,13 +112,14 @@ def calibrate_bundle(bundle_dir: str | Path, data: str | Path, out: str | Path,
         raise CalibrationError(f"--review-target-accuracy must be above 0 and at most 1, got {target_accuracy}")
     classes = [str(c) for c in manifest["classes"]]
     size = int(manifest["image_size"])
-    val_items, train_items, test_items = validation_items(source, data)
+    val_items, _, test_items = validation_items(source, data)
     images, kept = load_image_array(val_items, size, on_error="skip")
     y_val = _labels_for(val_items, kept, classes)
     engine = InferenceEngine.from_bundle(source, batch_size=batch_size)
+    names = list(engine.model_names)
     raw = engine_probabilities(engine, images, progress, raw=True)
-    del engine, images
-    fit = fit_calibration({n: raw[n] for n in manifest["models"]}, y_val, target_accuracy)
+    del images
+    fit = fit_calibration({n: raw[n] for n in names}, y_val, target_accuracy)
     ensemble = fit.ensemble_fit
     updates = {
         "calibration": fit.manifest,
@@ -128,29 +133,44 @@ def calibrate_bundle(bundle_dir: str | Path, data: str | Path, out: str | Path,
                          "validation_images": int(len(y_val)),
                          "at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }
-    copy_bundle(source, out, updates)
+    new_manifest = copy_bundle(source, out, updates)
     report: dict[str, Any] = {"bundle": str(out), "validation": fit.manifest["validation"],
                               "triage": fit.triage, "test": None}
-    held_out = manifest.get("evaluation_split", {}).get("test_part")
-    if test_part and held_out and test_items:
-        from training.holdout import score_test_part, write_test_metrics
-        from training.similarity import thumbnails
-
-        train_images, train_kept = load_image_array(train_items, size, on_error="skip")
-        scored = score_test_part(out, test_items, thumbnails(train_images),
-                                 _labels_for(train_items, train_kept, classes), batch_size=batch_size)
-        write_test_metrics(out, scored)
-        report["test"] = {"images": scored.get("images"), "triage": scored.get("triage"),
-                          "after": {n: _brief(m) for n, m in scored.get("models", {}).items()
-                                    if n != "nearest_neighbour_baseline"},
-                          "uncalibrated": scored.get("uncalibrated")}
-        before = Path(source) / "test_metrics.json"
-        if before.is_file():
-            original = json.loads(before.read_text())
-            report["test"]["before"] = {n: _brief(m) for n, m in original.get("models", {}).items()
-                                        if n != "nearest_neighbour_baseline"}
+    # The evaluation split was never trained on (nor were its near copies) when the bundle held it
+    # out: a CLI run's test part, or a service run's gate split. Scored here as each bundle serves it.
+    if test_part and manifest.get("evaluation_split", {}).get("held_out") and test_items:
+        report["test"] = _score_test(engine, new_manifest, test_items, classes, size, progress)
     (Path(out) / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return report
+
+
+def _score_test(engine, new_manifest: Mapping[str, Any], items: list, classes: list[str], size: int,
+                progress: ProgressFn | None) -> dict:
+    """ECE, Brier, accuracy and the review rule's coverage on the test items: as the old bundle
+    (`engine`) serves them ("before") and as the new one will ("after"), from one pass of the models."""
+    from models.calibration import Calibration, normalised_weights, served_probabilities
+    from training.calibration import brier_score, expected_calibration_error, triage_report
+    from training.datasets import load_image_array
+    from training.evaluate import _labels_for, engine_probabilities
+
+    images, kept = load_image_array(items, size, on_error="skip")
+    y = _labels_for(items, kept, classes)
+    raw = engine_probabilities(engine, images, progress, raw=True)
+    names = list(engine.model_names)
+    served = {"before": engine.calibrated(raw),
+              "after": served_probabilities(raw, names, normalised_weights(new_manifest["ensemble_weights"], names),
+                                            Calibration.from_manifest(new_manifest))}
+    rules = {"before": engine.manifest.get("triage"), "after": new_manifest["triage"]}
+    out: dict[str, Any] = {"images": int(len(y))}
+    for when, probs in served.items():
+        out[when] = {n: {"accuracy": float(np.mean(p.argmax(1) == y)), "ece": expected_calibration_error(y, p),
+                         "brier": brier_score(y, p)} for n, p in probs.items()}
+        rule = rules[when]
+        out[f"triage_{when}"] = None if not rule else triage_report(
+            y, probs["ensemble"], {n: probs[n] for n in names}, rule.get("confidence_threshold"),
+            int(rule.get("min_agreement", 0)))
+    out["triage"] = out["triage_after"]
+    return out
 
 
 def _brief(metrics: Mapping[str, Any]) -> dict:

@@ -119,8 +119,17 @@ def test_calibrate_refits_a_bundle_into_a_new_one(trained, tmp_path, capsys):
     # Fitted on the same validation probabilities as training, up to the engine's float32 path.
     for name, value in original["calibration"]["temperatures"].items():
         assert manifest["calibration"]["temperatures"][name] == pytest.approx(value, rel=0.05, abs=0.05)
-    scored = json.loads((out / "test_metrics.json").read_text())
-    assert scored["images"] == 4 and scored["triage"]["target_accuracy"] == 0.5
+    report = json.loads((out / "calibration_report.json").read_text())
+    test = report["test"]
+    assert test["images"] == 4 and test["triage"]["images"] == 4
+    assert test["triage_before"]["confidence_threshold"] == original["triage"]["confidence_threshold"]
+    # "before" is what the original bundle serves on the test part (its test_metrics.json).
+    scored = json.loads((trained["bundle"] / "test_metrics.json").read_text())
+    for name, figures in test["before"].items():
+        assert figures["accuracy"] == pytest.approx(scored["models"][name]["accuracy"])
+        assert figures["ece"] == pytest.approx(scored["models"][name]["ece"], abs=1e-5)
+    for name in MODEL_NAMES:  # temperatures never change a model's label
+        assert test["after"][name]["accuracy"] == test["before"][name]["accuracy"]
     assert "val_ece_after" in capsys.readouterr().out
     assert main(["calibrate", "--models", str(trained["bundle"]), "--data", str(trained["data"]),
                  "--out", str(out)]) == 2  # refuses to overwrite a bundle
