@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--feature-cache-max-mb", type=_non_negative_int, default=None,
                        help="bound of --feature-cache; least recently used entries go first (default 4096)")
     train.add_argument("--warm-start", metavar="BUNDLE", default=None,
-                       help="continue BUNDLE's custom CNN for a few epochs at a low rate instead of "
-                            "training it from scratch (same image size, CNN variant and classes)")
+                       help="continue BUNDLE's custom CNN for a few epochs at a low rate instead of training "
+                            "it from scratch, and start the ResNet50/VGG16 heads from BUNDLE's where the "
+                            "backbone is the same (same image size, CNN variant and classes)")
     train.add_argument("--warm-start-epochs", type=_positive_int, default=None,
                        help="epochs of a warm start (default 3)")
     train.add_argument("--warm-start-lr", type=float, default=None,

@@ -106,6 +106,23 @@ def compile_head(model, recipe: HeadRecipe, on_epoch: EpochCallback | None = Non
     ]
 
 
+def unfold_into(head, raw_weights: list[np.ndarray], standardizer: Standardizer,
+                layer_name: str = "features") -> None:
+    """Set `head` (which sees standardised features) to the function of a folded head's weights
+    `raw_weights` ([features kernel, bias, predictions kernel, bias]; they take raw features).
+
+    The inverse of fold_standardizer: x @ W + b = ((x - m) * k) @ (W / k[:, None]) + (b + m @ W)
+    where k > 0; a dimension constant in this training set (k = 0) adds its mean's share to the bias.
+    """
+    kernel, bias, out_kernel, out_bias = (np.asarray(w, dtype=np.float64) for w in raw_weights)
+    scale = standardizer.scale.astype(np.float64)
+    safe = np.where(scale > 0, scale, 1.0)
+    std_kernel = np.where(scale[:, None] > 0, kernel / safe[:, None], 0.0)
+    std_bias = bias + standardizer.mean.astype(np.float64) @ kernel
+    head.get_layer(layer_name).set_weights([std_kernel.astype(np.float32), std_bias.astype(np.float32)])
+    head.get_layer("predictions").set_weights([out_kernel.astype(np.float32), out_bias.astype(np.float32)])
+
+
 def history_dict(history) -> dict[str, list[float]]:
     """A Keras History as {metric: [float per epoch]}."""
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -119,17 +136,22 @@ def train_head(
     val_labels: np.ndarray,
     recipe: HeadRecipe,
     on_epoch: EpochCallback | None = None,
+    initial: list[np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
     """Fit a head on standardised cached features, then fold the scaling into its weights.
 
     Random or ImageNet backbone outputs have wildly different scales per channel;
     training on standardised inputs lets Adam at lr 1e-4 converge in few epochs.
+    `initial` (a previous folded head's weights on the same backbone) starts the head where that
+    one ended, so early stopping ends a retrain after a few epochs (a warm start).
     Returns the Keras history dict; afterwards `head` takes raw backbone features.
     """
     standardizer = Standardizer.fit(train_features)
     if standardizer.constant_channels:
         log.info("head: %d of %d feature dimensions were constant in training and are ignored",
                  standardizer.constant_channels, standardizer.scale.size)
+    if initial is not None:
+        unfold_into(head, initial, standardizer)
     callbacks = compile_head(head, recipe, on_epoch)
     history = head.fit(
         standardizer.apply(train_features),

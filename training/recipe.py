@@ -90,7 +90,8 @@ class TrainOptions:
     feature_cache: str | Path | None = None
     feature_cache_max_mb: int = DEFAULT_FEATURE_CACHE_MAX_MB
     # A bundle whose custom CNN this run continues from (a few epochs at a low rate) instead of
-    # training one from scratch; its image size, CNN variant and classes must match.
+    # training one from scratch, and whose heads start this run's where the backbone is the same
+    # (they then stop early after a few epochs); its image size, CNN variant and classes must match.
     warm_start: str | Path | None = None
     warm_start_epochs: int = DEFAULT_WARM_START_EPOCHS
     warm_start_lr: float | None = None  # default: WARM_START_LR_FACTOR x the recipe's peak rate
@@ -176,8 +177,6 @@ def validate_options(options: TrainOptions) -> None:
     if options.feature_cache_max_mb < 0:
         raise TrainingError("--feature-cache-max-mb must be 0 (no persistent cache) or more")
     if options.warm_start is not None:
-        if "custom_cnn" not in models:
-            raise TrainingError("--warm-start continues the custom CNN: add custom_cnn to --models")
         if not (Path(options.warm_start) / "manifest.json").is_file():
             raise TrainingError(f"--warm-start {options.warm_start} is not a bundle folder (no manifest.json)")
         if options.warm_start_epochs < 1:
@@ -365,13 +364,18 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         from training.pool import check_disjoint
 
         check_disjoint(items if items is not None else list_labelled(options.data))
-    if options.warm_start is not None:
-        check_warm_start(options)
+    warm_manifest = check_warm_start(options) if options.warm_start is not None else None
     prelim = StagedProgress({"load": 1.0}, progress)
     t0 = time.perf_counter()
     split = load_split(options, prelim.stage("load"), items, held_out)
     timings["load"] = time.perf_counter() - t0
-    warm_cnn = _load_warm_cnn(options, split.classes) if options.warm_start is not None else None
+    warm_cnn = None
+    if warm_manifest is not None:
+        if [str(c) for c in warm_manifest["classes"]] != list(split.classes):
+            raise TrainingError(f"--warm-start bundle's classes {warm_manifest['classes']} are not this run's "
+                                f"{split.classes}: train from scratch")
+        if "custom_cnn" in options.models and "custom_cnn" in warm_manifest["models"]:
+            warm_cnn = _load_warm_cnn(options)
     store = open_feature_store(options)
     staged = StagedProgress(_stage_costs(options, len(split.x_train), len(split.x_val)), progress)
     staged("load", 1.0, f"loaded {len(split.x_train) + len(split.x_val)} images")
@@ -386,7 +390,8 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         if arch not in models:
             continue
         result = train_transfer_model(arch, split, weights[arch], options, staged.stage(arch),
-                                      keep_features=(arch == "resnet50"), store=store)
+                                      keep_features=(arch == "resnet50"), store=store,
+                                      warm_from=_warm_head_source(options, warm_manifest, arch))
         networks[arch] = result.model
         val_probs[arch] = result.val_probabilities
         histories[arch] = result.history
@@ -407,6 +412,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
 
     if "custom_cnn" in models:
         t0 = time.perf_counter()
+        continued = warm_cnn is not None
         model, history, recipe = _train_custom_cnn(split, options, staged.stage("custom_cnn"), warm_cnn)
         warm_cnn = None
         networks["custom_cnn"] = model
@@ -415,7 +421,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
             model.predict(split.x_val.astype(np.float32) / 255.0, batch_size=64, verbose=0))
         details["custom_cnn"] = {"variant": options.cnn_variant, "recipe": asdict(recipe),
                                  "epochs_run": len(history.get("loss", [])),
-                                 "warm_start": str(options.warm_start) if options.warm_start else None}
+                                 "warm_start": str(options.warm_start) if continued else None}
         timings["custom_cnn"] = time.perf_counter() - t0
 
     staged("ensemble", 0.0, "calibrating and fitting ensemble weights on validation")
@@ -450,11 +456,11 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
                          "best_member_accuracy": fit.best_member_accuracy,
                          "agreement_histogram": {str(k): int(np.sum(agreement == k))
                                                  for k in range(len(models) + 1)}},
-        "epochs": {"heads": options.epochs, "custom_cnn": (options.warm_recipe() if options.warm_start
-                                                           else options.cnn_recipe()).epochs},
+        "epochs": {"heads": options.epochs,
+                   "custom_cnn": details.get("custom_cnn", {}).get("recipe", {}).get("epochs")},
         "profile": options.profile,
         "notes": options.notes,
-        "warm_start": _warm_start_manifest(options),
+        "warm_start": _warm_start_manifest(options, details),
         "feature_cache": _feature_cache_manifest(store, details),
         "seed": options.seed,
         "views": options.views,
@@ -490,45 +496,59 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
 
 
 def check_warm_start(options: TrainOptions) -> dict:
-    """Refuse (TrainingError) a warm-start bundle whose custom CNN cannot continue in this run;
-    return its manifest. Checked before any data is read."""
+    """Refuse (TrainingError) a warm-start bundle that cannot continue in this run; return its manifest.
+
+    Its custom CNN continues this run's (same variant), and its ResNet50/VGG16 heads start this
+    run's heads when the backbones are the same; it must be at this run's image size and hold at
+    least one of the networks this run trains. Checked before any data is read (classes later).
+    """
     from models.bundle import BundleError, verify_bundle
 
     try:
         manifest = verify_bundle(options.warm_start)
     except BundleError as exc:
         raise TrainingError(f"--warm-start {options.warm_start}: {exc}") from exc
-    if "custom_cnn" not in manifest.get("models", []):
-        raise TrainingError(f"--warm-start {options.warm_start} holds no custom_cnn to continue")
+    shared = [m for m in ("custom_cnn", *TRANSFER_ARCHES) if m in options.models and m in manifest.get("models", [])]
+    if not shared:
+        raise TrainingError(f"--warm-start {options.warm_start} holds none of the networks this run trains "
+                            f"({', '.join(options.models)}) to continue")
     if int(manifest["image_size"]) != options.image_size:
         raise TrainingError(f"--warm-start bundle is {manifest['image_size']} px but this run trains at "
                             f"{options.image_size} px: use --image-size {manifest['image_size']}")
     variant = manifest.get("custom_cnn_variant") or "improved"
-    if variant != options.cnn_variant:
+    if "custom_cnn" in shared and variant != options.cnn_variant:
         raise TrainingError(f"--warm-start bundle's custom CNN is '{variant}' but this run trains "
                             f"'{options.cnn_variant}': use --cnn-variant {variant}")
     return manifest
 
 
-def _load_warm_cnn(options: TrainOptions, classes: list[str]):
-    """The warm-start bundle's custom CNN, once its classes are known to be this run's."""
+def _warm_head_source(options: TrainOptions, manifest: dict | None, arch: str) -> tuple[str, str | None] | None:
+    """(warm-start bundle, SHA-256 of its `arch` backbone's weights) when it holds that network."""
+    if manifest is None or arch not in manifest.get("models", []):
+        return None
+    recorded = ((manifest.get("feature_cache") or {}).get("per_model") or {}).get(arch) or {}
+    return str(options.warm_start), recorded.get("weights_sha256")
+
+
+def _load_warm_cnn(options: TrainOptions):
+    """The warm-start bundle's custom CNN."""
     from models.bundle import load_network
 
-    model, manifest = load_network(options.warm_start, "custom_cnn")
-    if [str(c) for c in manifest["classes"]] != list(classes):
-        raise TrainingError(f"--warm-start bundle's classes {manifest['classes']} are not this run's "
-                            f"{classes}: train from scratch")
+    model, _ = load_network(options.warm_start, "custom_cnn")
     return model
 
 
-def _warm_start_manifest(options: TrainOptions) -> dict | None:
+def _warm_start_manifest(options: TrainOptions, details: dict) -> dict | None:
     if options.warm_start is None:
         return None
     from models.bundle import bundle_digest
 
     recipe = options.warm_recipe()
+    continued = (details.get("custom_cnn") or {}).get("warm_start") is not None
     return {"from": str(options.warm_start), "digest": bundle_digest(options.warm_start),
-            "epochs": recipe.epochs, "learning_rate": recipe.learning_rate}
+            "custom_cnn": continued, "epochs": recipe.epochs if continued else None,
+            "learning_rate": recipe.learning_rate if continued else None,
+            "heads": [arch for arch, d in details.items() if d.get("head_warm_start")]}
 
 
 def _feature_cache_manifest(store, details: dict) -> dict:

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from training.feature_store import weights_fingerprint
 from training.features import build_feature_cache, recalibrate_batchnorm
 from training.progress import format_epoch_logs
 from training.heads import HeadRecipe, head_features, head_probabilities, train_head
@@ -48,9 +49,13 @@ def train_transfer_model(
     report: Callable[[float, str], None],
     keep_features: bool = False,
     store=None,
+    warm_from: tuple[str, str | None] | None = None,
 ) -> TransferResult:
     """Cache backbone features (reading back what `store`, a persistent
     training.feature_store.FeatureStore, already holds), train the head, assemble backbone + head.
+
+    `warm_from` (a previous bundle, the SHA-256 of its backbone's weights) starts the head from
+    that bundle's head when this run's backbone is the very same one.
 
     Also measures what the same head epochs would cost if the backbone were recomputed
     every epoch (extrapolated from the measured backbone throughput of this run).
@@ -82,6 +87,11 @@ def train_transfer_model(
         report(0.9, f"{arch}: {cache.stored} feature rows read from the feature cache, {cache.computed} computed "
                     f"({cache.seconds:.0f} s)")
     train_x, train_y = cache.training_set(split.y_train)
+    # The backbone's identity, recorded in the manifest (a later warm start compares it).
+    fingerprint = cache.weights_sha256 or weights_fingerprint(backbone)
+    initial = None
+    if warm_from is not None:
+        initial = _previous_head(arch, fingerprint, warm_from, report)
     head = build_head(arch, int(backbone.output_shape[-1]), len(split.classes))
     recipe = HeadRecipe(epochs=options.epochs, batch_size=options.batch_size)
 
@@ -89,7 +99,7 @@ def train_transfer_model(
         report(0.9 + 0.1 * epoch / total, f"{arch} epoch {epoch}/{total}: {format_epoch_logs(logs)}")
 
     head_started = time.perf_counter()
-    history = train_head(head, train_x, train_y, cache.val, split.y_val, recipe, on_epoch)
+    history = train_head(head, train_x, train_y, cache.val, split.y_val, recipe, on_epoch, initial=initial)
     head_seconds = time.perf_counter() - head_started
     val_probs = head_probabilities(head, cache.val)
     shared = None
@@ -107,9 +117,10 @@ def train_transfer_model(
         "feature_cache_seconds": round(cache.seconds, 2),
         "feature_cache_computed": cache.computed,
         "feature_cache_stored": cache.stored,
-        "backbone_weights_sha256": cache.weights_sha256,
+        "backbone_weights_sha256": fingerprint,
         "backbone_images_per_second": round(cache.images_per_second, 2),
         "head_seconds": round(head_seconds, 2),
+        "head_warm_start": initial is not None,
         "seconds_total": round(time.perf_counter() - started, 2),
     }
     accuracy = float(np.mean(val_probs.argmax(1) == split.y_val))
@@ -124,6 +135,21 @@ def train_transfer_model(
         report(1.0, f"{arch}: validation accuracy {accuracy:.4f} (every feature from the feature cache, "
                     f"{cache.seconds:.0f} s; head {head_seconds:.0f} s)")
     return TransferResult(model, val_probs, history, details, shared)
+
+
+def _previous_head(arch: str, fingerprint: str, warm_from: tuple[str, str | None], report) -> list | None:
+    """The folded head weights of `arch` in the previous bundle, if its backbone is this one."""
+    from models.architectures import FEATURES_LAYER, PREDICTIONS_LAYER
+    from models.bundle import load_network
+
+    bundle, expected = warm_from
+    if expected != fingerprint:
+        report(0.9, f"{arch}: the previous bundle's backbone is another one; its head trains from scratch")
+        return None
+    previous, _ = load_network(bundle, arch)
+    weights = [*previous.get_layer(FEATURES_LAYER).get_weights(), *previous.get_layer(PREDICTIONS_LAYER).get_weights()]
+    report(0.9, f"{arch}: the head starts from the previous bundle's (same backbone weights)")
+    return weights
 
 
 def train_estimators(

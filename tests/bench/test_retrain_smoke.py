@@ -26,16 +26,18 @@ def test_retrain_benchmark_smoke(tmp_path, capsys):
         assert gate["candidate"]["size"] == gate["previous"]["size"] == result["evaluation_scans"] > 0
         assert 0.0 <= gate["candidate"]["accuracy"] <= 1.0
     assert result["speedup"] == round(cold["seconds"] / warm["seconds"], 2)
+    assert result["cpu_speedup"] == round(cold["cpu_seconds"] / warm["cpu_seconds"], 2)
     assert result["folder_files"] + result["reviewed_added"] == 32
 
 
 def test_the_table_names_both_runs_and_the_ratio(tmp_path):
     from bench.retrain import table
 
-    run = {"seconds": 10.0, "with_gate_seconds": 12.0, "features_computed": 5, "cnn_epochs": 3,
+    run = {"seconds": 10.0, "cpu_seconds": 15.0, "with_gate_seconds": 12.0, "features_computed": 5, "cnn_epochs": 3,
            "gate": {"candidate": {"accuracy": 0.9, "macro_f1": 0.89}, "previous": {"accuracy": 0.8, "macro_f1": 0.79}}}
     text = table({"cold": {**run, "seconds": 50.0}, "warm": run, "previous": run, "speedup": 5.0,
-                  "speedup_with_gate": 4.2, "folder_files": 100, "reviewed_added": 20, "evaluation_scans": 11,
+                  "speedup_with_gate": 4.2, "cpu_speedup": 4.5,
+                  "load_average": [2.0, 2.0, 2.0], "folder_files": 100, "reviewed_added": 20, "evaluation_scans": 11,
                   "image_size": 64, "machine": "x86_64, 2 CPUs"})
-    assert "cold / warm: 5.00x training, 4.20x with the gate" in text
+    assert "cold / warm: 5.00x training (4.50x in CPU time), 4.20x with the gate" in text
     assert [line.split()[0] for line in text.splitlines()[2:5]] == ["cold", "warm", "previous"]

@@ -30,7 +30,10 @@ def test_a_retrain_computes_backbone_features_only_for_new_images(tmp_path):
     more = write_labelled_folder(tmp_path / "more", per_class=1, size=40, seed=7)
     for label in ("glioma", "pituitary"):
         (data / label / "new.png").write_bytes((more / label / "000.png").read_bytes())
-    second = train_bundle(_options(data, tmp_path / "b2", models=("resnet50",), feature_cache=cache))
+    # Warm: the ResNet50 head also starts from the first bundle's (same backbone weights).
+    second = train_bundle(_options(data, tmp_path / "b2", models=("resnet50",), feature_cache=cache,
+                                   warm_start=tmp_path / "b1"))
+    assert second["warm_start"]["heads"] == ["resnet50"] and second["warm_start"]["custom_cnn"] is False
     new = {i.sha256 for i in list_labelled(data) if i.source.endswith("new.png")}
     sides = [row["split"] for row in read_dataset_list(tmp_path / "b2" / "dataset.tsv") if row["sha256"] in new]
     counts = second["feature_cache"]["per_model"]["resnet50"]
@@ -87,7 +90,7 @@ def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
     warm = train_bundle(_options(base["data"], tmp_path / "warm", models=("custom_cnn",), warm_start=base["bundle"],
                                  warm_start_epochs=1, warm_start_lr=1e-12))
     assert warm["warm_start"] == {"from": str(base["bundle"]), "digest": bundle_digest(base["bundle"]),
-                                  "epochs": 1, "learning_rate": 1e-12}
+                                  "custom_cnn": True, "epochs": 1, "learning_rate": 1e-12, "heads": []}
     assert warm["epochs"]["custom_cnn"] == 1 and warm["training"]["custom_cnn"]["warm_start"] == str(base["bundle"])
     for before, after in zip(_kernels(base["bundle"]), _kernels(tmp_path / "warm")):
         np.testing.assert_allclose(after, before, atol=1e-6)
@@ -104,7 +107,7 @@ def test_a_warm_start_bundle_that_cannot_continue_is_refused_before_any_work(bas
     with pytest.raises(TrainingError, match="--cnn-variant deep"):
         train_bundle(_options(data, tmp_path / "x", models=("custom_cnn",), cnn_variant="improved",
                               warm_start=bundle))
-    with pytest.raises(TrainingError, match="add custom_cnn"):
+    with pytest.raises(TrainingError, match="holds none of the networks this run trains"):
         train_bundle(_options(data, tmp_path / "x", models=("resnet50",), warm_start=bundle))
     with pytest.raises(TrainingError, match="not a bundle"):
         train_bundle(_options(data, tmp_path / "x", models=("custom_cnn",), warm_start=tmp_path))
@@ -116,6 +119,31 @@ def test_a_warm_start_bundle_that_cannot_continue_is_refused_before_any_work(bas
     with pytest.raises(TrainingError, match="classes"):
         train_bundle(_options(three, tmp_path / "x", models=("custom_cnn",), warm_start=bundle))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_head_started_from_a_folded_head_computes_the_same_function():
+    """unfold_into is fold_standardizer's inverse: a warm head starts exactly where the previous one
+    ended, even though this run's features standardise differently (and one channel is constant)."""
+    import keras
+
+    from models.architectures import build_head
+    from training.heads import Standardizer, fold_standardizer, unfold_into
+
+    rng = np.random.default_rng(3)
+    old_features = rng.normal(2.0, 5.0, (80, 12)).astype(np.float32)
+    keras.utils.set_random_seed(1)
+    previous = build_head("resnet50", 12, 4)
+    fold_standardizer(previous, Standardizer.fit(old_features))
+    raw = [*previous.get_layer("features").get_weights(), *previous.get_layer("predictions").get_weights()]
+    new_features = rng.normal(1.0, 3.0, (60, 12)).astype(np.float32)
+    new_features[:, 4] = 7.0  # constant in this run's training set
+    standardizer = Standardizer.fit(new_features)
+    assert standardizer.constant_channels == 1
+    head = build_head("resnet50", 12, 4)
+    unfold_into(head, raw, standardizer)
+    expected = np.asarray(previous.predict(new_features, verbose=0))
+    np.testing.assert_allclose(np.asarray(head.predict(standardizer.apply(new_features), verbose=0)), expected,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_the_validation_side_stays_put_as_the_pool_grows():
