@@ -33,7 +33,10 @@ def _top(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.
 
 def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per equal-width confidence bin (lo, hi]: scans, mean confidence and accuracy (None when empty)."""
-    confidence, correct = _top(y_true, probabilities)
+    return _bins(*_top(y_true, probabilities), bins)
+
+
+def _bins(confidence: np.ndarray, correct: np.ndarray, bins: int) -> list[dict]:
     index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     out = []
     for b in range(bins):
@@ -52,6 +55,21 @@ def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bi
         return 0.0
     return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"])
                      for b in reliability_bins(y_true, probabilities, bins) if b["count"]))
+
+
+def ece_noise_floor(confidence: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0) -> float:
+    """The mean ECE a perfectly calibrated model with these top-label confidences would show on this
+    many scans (each right with probability equal to its confidence): ECE measured below it is noise."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    if len(conf) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        right = (rng.random(len(conf)) < conf).astype(np.float64)
+        values.append(sum(b["count"] / len(conf) * abs(b["accuracy"] - b["confidence"])
+                          for b in _bins(conf, right, bins) if b["count"]))
+    return float(np.mean(values))
 
 
 def brier_score(y_true: np.ndarray, probabilities: np.ndarray) -> float:
@@ -199,6 +217,8 @@ def fit_calibration(probabilities: Mapping[str, np.ndarray], y_true: np.ndarray,
             "images": int(len(y)),
             "before": {**{n: scores(p) for n, p in raw.items()}, "ensemble": scores(raw_ensemble)},
             "after": {n: scores(p) for n, p in calibrated.items()},
+            # What a perfectly calibrated ensemble would measure on this many scans (ECE's noise).
+            "ece_noise_floor": ece_noise_floor(ensemble.max(axis=1)),
             # The ensemble's labels under the weights fitted on uncalibrated members, for comparison.
             "uncalibrated_weights": raw_fit.weights,
         },

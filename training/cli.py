@@ -261,7 +261,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "; label agreement with float32: " + ", ".join(f"{n} {v:.4f}" for n, v in agreement.items())
         if agreement else ""))
     print("ECE without the bundle's temperatures: "
-          + ", ".join(f"{n} {v['ece']:.4f}" for n, v in metrics["uncalibrated"].items()))
+          + ", ".join(f"{n} {v['ece']:.4f}" for n, v in metrics["uncalibrated"].items())
+          + f"; a perfectly calibrated ensemble would measure {metrics['calibration']['ensemble_ece_noise_floor']:.4f} "
+            "on these scans")
     print(triage_line(metrics["triage"]))
     files = metrics["files"]
     print(f"files: {files['evaluated']} of {files['listed']} evaluated, {len(files['skipped'])} skipped")
@@ -302,7 +304,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     report = calibrate_bundle(args.models, args.data, args.out, args.review_target_accuracy,
                               batch_size=args.batch_size, test_part=args.test_part == "on",
                               progress=_ProgressPrinter())
-    print(f"validation: {report['validation']['images']} images")
+    floors = [f"validation {report['validation']['ece_noise_floor']:.4f}"]
+    if report["test"]:
+        floors.append(f"test {report['test']['ece_noise_floor']:.4f}")
+    print(f"validation: {report['validation']['images']} images; ECE of a perfectly calibrated ensemble on "
+          f"these scans (noise): {', '.join(floors)}")
     print(_table(summary_rows(report), SUMMARY_HEADER))
     print(triage_line(report["triage"]["validation"]) + " (validation)")
     if report["test"]:

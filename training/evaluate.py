@@ -127,7 +127,7 @@ def calibration_summary(engine, y_true: np.ndarray, probs: dict[str, np.ndarray]
     """The figures beside each model's metrics: ECE and Brier without the bundle's temperatures
     ("uncalibrated"; equal to the served ones for a bundle without calibration), the temperatures,
     and the triage rule's coverage and accuracy on accepted scans (None: the bundle sets no rule)."""
-    from training.calibration import brier_score, expected_calibration_error, triage_report
+    from training.calibration import brier_score, ece_noise_floor, expected_calibration_error, triage_report
 
     triage = None
     if engine.triage is not None:
@@ -140,7 +140,9 @@ def calibration_summary(engine, y_true: np.ndarray, probs: dict[str, np.ndarray]
                          for n, p in uncalibrated.items()},
         "calibration": {"temperatures": engine.calibration.temperatures,
                         "ensemble_temperature": engine.calibration.ensemble_temperature,
-                        "fitted": bool(engine.manifest.get("calibration"))},
+                        "fitted": bool(engine.manifest.get("calibration")),
+                        # The ensemble ECE a perfectly calibrated ensemble would show on these scans.
+                        "ensemble_ece_noise_floor": ece_noise_floor(np.max(probs["ensemble"], axis=1))},
         "triage": triage,
     }
 

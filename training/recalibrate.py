@@ -149,7 +149,7 @@ def _score_test(engine, new_manifest: Mapping[str, Any], items: list, classes: l
     """ECE, Brier, accuracy and the review rule's coverage on the test items: as the old bundle
     (`engine`) serves them ("before") and as the new one will ("after"), from one pass of the models."""
     from models.calibration import Calibration, normalised_weights, served_probabilities
-    from training.calibration import brier_score, expected_calibration_error, triage_report
+    from training.calibration import brier_score, ece_noise_floor, expected_calibration_error, triage_report
     from training.datasets import load_image_array
     from training.evaluate import _labels_for, engine_probabilities
 
@@ -170,6 +170,7 @@ def _score_test(engine, new_manifest: Mapping[str, Any], items: list, classes: l
             y, probs["ensemble"], {n: probs[n] for n in names}, rule.get("confidence_threshold"),
             int(rule.get("min_agreement", 0)))
     out["triage"] = out["triage_after"]
+    out["ece_noise_floor"] = ece_noise_floor(served["after"]["ensemble"].max(axis=1))
     return out
 
 

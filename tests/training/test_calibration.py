@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from models.calibration import Calibration, Triage, temperature_scale
-from training.calibration import (brier_score, default_min_agreement, expected_calibration_error, fit_calibration,
-                                  fit_temperature, reliability_bins, select_review_threshold, triage_report)
+from training.calibration import (brier_score, default_min_agreement, ece_noise_floor, expected_calibration_error,
+                                  fit_calibration, fit_temperature, reliability_bins, select_review_threshold,
+                                  triage_report)
 
 # Top confidences 0.9, 0.75, 0.7, 0.62 fall in four different 1/15-wide bins; the second is wrong.
 PROBS = np.array([[0.9, 0.1], [0.75, 0.25], [0.3, 0.7], [0.62, 0.38]])
@@ -139,3 +140,10 @@ def test_calibration_block_is_read_with_identity_defaults():
     assert Calibration.from_manifest(block) == Calibration({"svm": 2.0}, 0.5)
     with pytest.raises(ValueError, match="positive"):
         Calibration.from_manifest({"calibration": {"temperatures": {"svm": 0}}})
+
+
+def test_ece_noise_floor_shrinks_with_more_scans_and_vanishes_at_certainty():
+    rng = np.random.default_rng(0)
+    few, many = rng.uniform(0.6, 1.0, 100), rng.uniform(0.6, 1.0, 10000)
+    assert ece_noise_floor(few) > 2 * ece_noise_floor(many) > 0
+    assert ece_noise_floor(np.ones(50)) == 0.0

@@ -73,7 +73,7 @@ def test_evaluate_writes_metrics_json_and_plots(trained, capsys):
     # Calibration and triage: the served (calibrated) ECE per model, the uncalibrated one beside
     # it, and the review rule's coverage and accuracy on accepted scans.
     assert set(metrics["uncalibrated"]) == {*MODEL_NAMES, "ensemble"}
-    assert metrics["calibration"]["fitted"] is True
+    assert metrics["calibration"]["fitted"] is True and metrics["calibration"]["ensemble_ece_noise_floor"] >= 0
     triage = metrics["triage"]
     assert triage["images"] == 28 and triage["accepted"] + triage["review"] == 28
     assert triage["coverage"] == triage["accepted"] / 28
@@ -121,7 +121,8 @@ def test_calibrate_refits_a_bundle_into_a_new_one(trained, tmp_path, capsys):
         assert manifest["calibration"]["temperatures"][name] == pytest.approx(value, rel=0.05, abs=0.05)
     report = json.loads((out / "calibration_report.json").read_text())
     test = report["test"]
-    assert test["images"] == 4 and test["triage"]["images"] == 4
+    assert test["images"] == 4 and test["triage"]["images"] == 4 and test["ece_noise_floor"] >= 0
+    assert report["validation"]["ece_noise_floor"] >= 0
     assert test["triage_before"]["confidence_threshold"] == original["triage"]["confidence_threshold"]
     # "before" is what the original bundle serves on the test part (its test_metrics.json).
     scored = json.loads((trained["bundle"] / "test_metrics.json").read_text())
