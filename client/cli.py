@@ -117,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
                        help="reviewed label differs from the ensemble's")
     agree.add_argument("--agrees", action="store_const", const="false", dest="disagrees",
                        help="reviewed label agrees with the ensemble's")
+    queue = results.add_mutually_exclusive_group()
+    queue.add_argument("--needs-review", action="store_const", const="true", dest="needs_review",
+                       help="only scans the review rule flagged (low calibrated confidence or too few models agree)")
+    queue.add_argument("--accepted", action="store_const", const="false", dest="needs_review",
+                       help="only scans the review rule accepted")
     output = results.add_mutually_exclusive_group()
     output.add_argument("--csv", metavar="FILE", help="write CSV to FILE (- for stdout)")
     output.add_argument("--json", action="store_true", help="print JSON")
@@ -294,7 +299,7 @@ def cmd_status(api: Api, args: argparse.Namespace) -> int:
 
 
 FILTERS = ("label", "model", "min_confidence", "max_confidence", "min_agreement", "max_agreement", "model_version",
-           "study", "since", "until", "reviewed", "disagrees", "sort")
+           "study", "since", "until", "reviewed", "disagrees", "needs_review", "sort")
 
 
 def cmd_results(api: Api, args: argparse.Namespace) -> int:
@@ -308,7 +313,7 @@ def cmd_results(api: Api, args: argparse.Namespace) -> int:
             return _stream_csv(api, params, args.csv)
         rows = list(_all_results(api, params))
         columns = ("scan_id", "job_id", "path", "study", "model", "label", "confidence", "agreement",
-                   "reviewed_label")
+                   "needs_review", "reviewed_label")
     else:
         body = api.get_json(f"/api/v1/jobs/{args.job}/results")
         rows = [_scan_row(scan) for scan in body["scans"]]

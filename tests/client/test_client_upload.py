@@ -127,6 +127,8 @@ def test_status_and_results_csv_of_a_job(service, mri, tmp_path):
     assert filtered.code == 0 and filtered.out.startswith("scan_id,job_id,path")
     disagreeing = mri("results", str(job_id), "--max-agreement", "4", "--sort=-confidence", "--json", env=environ)
     assert disagreeing.code == 0 and json.loads(disagreeing.out) == [], disagreeing.err  # nothing classified yet
+    queue = mri("results", str(job_id), "--needs-review", "--json", env=environ)
+    assert queue.code == 0 and json.loads(queue.out) == [], queue.err
 
 
 def test_exit_codes_and_messages_for_refusals(service, mri, tmp_path):
