@@ -246,7 +246,12 @@ def test_training_runs_page_follows_a_run_and_queues_one(app, live_server, brows
                                            "below 0.9000 (on 541 evaluation scans, tolerance 0.005)",
                                  "candidate": {"version": 2, "accuracy": 0.88, "macro_f1": 0.87},
                                  "active": {"version": 1, "accuracy": 0.90, "macro_f1": 0.89}})
-    session.add_all([run, done])
+    # a failed run's error: one long word of URLs and paths must wrap, not widen the page on a phone
+    failed = TrainingRun(status="failed", stage="features", progress=0.3, params={"backbone_weights": "/srv/w/" + "x" * 80},
+                         error="OSError: cannot read https://storage.example.org/keras-applications/resnet50_weights"
+                               "_tf_dim_ordering_tf_kernels_notop.h5 into /home/worker/.keras/models/"
+                               "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5.partial")
+    session.add_all([run, done, failed])
     session.commit()
     _login(app, browser, live_server, "/training-runs", "admin")
     card = f"run-{run.id}"
