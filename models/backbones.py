@@ -157,6 +157,24 @@ def verify_weights_file(path: str | Path, arch: str, expected_sha256: str | None
     return sha256
 
 
+def imagenet_available(timeout_s: float = 5.0) -> bool:
+    """True when `imagenet` backbone weights can be had: both files cached, or the source answers.
+
+    Lets a launcher choose random-init backbones on an offline machine instead of queueing runs
+    that can only fail; it asks the source (or BACKBONE_WEIGHTS_BASE_URL) with a HEAD request.
+    """
+    missing = [info for info in OFFICIAL_FILES.values() if not (keras_cache_dir() / info["filename"]).is_file()]
+    if not missing:
+        return True
+    base = os.environ.get(BASE_URL_ENV)
+    url = base.rstrip("/") + "/" + missing[0]["filename"] if base else missing[0]["url"]
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s) as response:
+            return 200 <= response.status < 400
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError):
+        return False
+
+
 def _download(arch: str, dest: Path) -> None:
     info = OFFICIAL_FILES[arch]
     base = os.environ.get(BASE_URL_ENV)

@@ -145,3 +145,43 @@ def run_checked(argv: list[str], env: dict[str, str], what: str, timeout_s: floa
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
     return result.stdout
+
+
+def ensure_database(url: str) -> str | None:
+    """Create the PostgreSQL database `url` names when the server says it does not exist.
+
+    The local runner sets up everything a first run needs; a database that cannot be reached
+    for another reason raises RuntimeError with one line saying what to check. Returns what
+    was done (None when nothing was needed, or for a non-PostgreSQL URL).
+    """
+    from sqlalchemy import create_engine, text  # noqa: PLC0415 - only the runner needs it here
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+
+    target = make_url(url)
+    if not target.drivername.startswith("postgresql") or not target.database:
+        return None
+    engine = create_engine(target, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            return None
+    except OperationalError as exc:
+        if "does not exist" not in str(exc.orig or exc):
+            raise RuntimeError(f"cannot reach the database at {target.render_as_string(hide_password=True)}: "
+                               f"{str(exc.orig or exc).strip().splitlines()[0]} (is PostgreSQL running? "
+                               "check DATABASE_URL)") from None
+    finally:
+        engine.dispose()
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as conn:
+            name = target.database.replace('"', '""')
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        raise RuntimeError(f"database {target.database!r} does not exist and could not be created "
+                           f"({str(exc.orig or exc).strip().splitlines()[0]}); create it with "
+                           f"createdb {target.database}") from None
+    finally:
+        admin.dispose()
+    return f"created the PostgreSQL database {target.database!r}"

@@ -28,6 +28,9 @@ class Child:
     process: subprocess.Popen
     log_path: Path | None
     log_handle: IO | None = field(default=None, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    cwd: str | Path | None = None
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def pgid(self) -> int:
@@ -66,10 +69,27 @@ class Supervisor:
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                    stdout=handle, stderr=subprocess.STDOUT if handle else None,
                                    start_new_session=True)
-        child = Child(name, argv, process, log_path, handle)
+        child = Child(name, argv, process, log_path, handle, dict(env), cwd)
         self.children.append(child)
         logger.debug("started %s (pid %s): %s", name, process.pid, " ".join(argv))
         return child
+
+    def restart(self, child: Child) -> Child:
+        """Start a dead child again in its place (same command, environment and log).
+
+        Whatever is left of its process group (a pool child whose leader was killed) is killed
+        first, so the new one never shares a port or a queue with a half-dead predecessor.
+        """
+        _signal_group(child.pgid, signal.SIGKILL)
+        child.process.poll()
+        if child.log_handle:
+            child.log_handle.close()
+        index = self.children.index(child)
+        self.children.remove(child)
+        fresh = self.start(child.name, child.argv, child.env, child.log_path, child.cwd)
+        self.children.remove(fresh)
+        self.children.insert(index, fresh)
+        return fresh
 
     def exited(self) -> Child | None:
         """The first child whose leader has exited, if any."""

@@ -25,11 +25,11 @@ from typing import Any
 if __package__ in (None, ""):  # `python scripts/run_local.py` as well as `python -m scripts.run_local`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_env import (BrokerChoice, choose_broker, ensure_data_dir, ensure_secret_key,
+from scripts.local_env import (BrokerChoice, choose_broker, ensure_data_dir, ensure_database, ensure_secret_key,
                                labelled_classes, private_redis_command, run_checked, wait_for_redis)
 from scripts.procs import Supervisor, tail
 from scripts.recover import resend_open_work
-from scripts.service_state import ServiceWatcher, read_state
+from scripts.service_state import ServiceWatcher, database_url, read_state
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -225,37 +225,80 @@ def maybe_queue_training(base_url: str, token: str, env: dict[str, str]) -> None
         say(f"TRAINING_DATA_DIR={folder} has no labelled class folders: no training queued.")
         return
     state = read_state(env)
-    if state.versions:
-        say(f"{state.versions} model version(s) exist (active: {state.active or 'none'}); "
-            "no first training run needed.")
-        return
     if state.open_runs:
         say(f"training run #{state.open_runs[0]} is already queued or running.")
         return
-    # The worker reads TRAINING_DATA_DIR from its environment; only recipe options travel here.
-    params = {"backbone_weights": backbone} if (backbone := env.get("BACKBONE_WEIGHTS")) else {}
+    if state.full_versions:
+        say(f"{state.versions} model version(s) exist (active: {state.active or 'none'}); "
+            "no first training run needed.")
+        return
+    params = first_run_params(env)
+    # Only quick versions: the full first run failed or was interrupted (a killed worker); queue it again.
+    plan = (("full", params),) if state.versions else (("quick", {**params, "profile": "quick"}), ("full", params))
+    if state.versions:
+        say(f"only a quick model exists (active: {state.active or 'none'}): queueing the full first run again")
     queued = []
-    for label, run_params in (("quick", {**params, "profile": "quick"}), ("full", params)):
+    for label, run_params in plan:
         status, body = http("POST", f"{base_url}/api/v1/training-runs", token, {"params": run_params})
         if status not in (200, 201, 202):
             say(f"could not queue the {label} first training run ({status}): {body}")
             return
         queued.append(body.get("id") if isinstance(body, dict) else body)
+    if len(queued) == 1:
+        say(f"queued the full run #{queued[0]} on {folder} (backbone weights: "
+            f"{params.get('backbone_weights', 'imagenet')}); the gate promotes it over the quick model")
+        return
     say(f"queued a quick first model, training run #{queued[0]} (profile 'quick': minutes on a CPU, its "
         f"version's manifest says so), then the full run #{queued[1]} on {folder} ({', '.join(classes)}; "
         f"backbone weights: {params.get('backbone_weights', 'imagenet')}), which replaces it when the gate "
         "finds it better. Jobs wait as queued until the quick one is active (README: first model).")
 
 
+# A child that dies is started again (what the OOM killer or a stray kill does must not take the
+# whole service down); one that dies this often within the window is broken: everything stops.
+RESTART_LIMIT = 3
+RESTART_WINDOW_S = 300.0
+
+
+def first_run_params(env: dict[str, str]) -> dict[str, str]:
+    """The first runs' recipe options: BACKBONE_WEIGHTS when set; else ImageNet when it can be had,
+    random-init backbones ("none") on an offline machine, where ImageNet runs could only fail."""
+    # The worker reads TRAINING_DATA_DIR from its environment; only recipe options travel here.
+    if backbone := env.get("BACKBONE_WEIGHTS"):
+        return {"backbone_weights": backbone}
+    from models.backbones import imagenet_available  # noqa: PLC0415 - only when a first run is queued
+
+    if imagenet_available():
+        return {}
+    say("ImageNet backbone weights are neither in the Keras cache nor downloadable (offline?): the first "
+        "runs use random-init backbones (backbone_weights none; weaker, see README: Backbone weights). "
+        "Set BACKBONE_WEIGHTS to choose.")
+    return {"backbone_weights": "none"}
+
+
 def supervise(sup: Supervisor, env: dict[str, str], stop: dict[str, bool]) -> int:
-    """Watch children and progress until Ctrl-C/SIGTERM (0) or a child dies (1)."""
+    """Watch children and progress until Ctrl-C/SIGTERM (0); restart a child that dies, or stop
+    everything (1) when one keeps dying."""
     watcher = ServiceWatcher(env)
+    restarts: dict[str, list[float]] = {}
     while not stop["requested"]:
         dead = sup.exited()
         if dead is not None:
-            say(f"{dead.name} exited with {dead.process.returncode}; stopping everything. "
-                f"Last lines of {dead.log_path}:\n{tail(dead.log_path)}")
-            return 1
+            now = time.monotonic()
+            recent = [t for t in restarts.get(dead.name, []) if now - t < RESTART_WINDOW_S] + [now]
+            restarts[dead.name] = recent
+            if len(recent) > RESTART_LIMIT:
+                say(f"{dead.name} exited with {dead.process.returncode}, {len(recent)} times in "
+                    f"{RESTART_WINDOW_S / 60:.0f} min; stopping everything. Last lines of "
+                    f"{dead.log_path}:\n{tail(dead.log_path)}")
+                return 1
+            say(f"{dead.name} exited with {dead.process.returncode}; starting it again "
+                f"({len(recent)} of {RESTART_LIMIT} restarts allowed in {RESTART_WINDOW_S / 60:.0f} min). "
+                f"Its scans go back to the queue when their lease runs out (SCAN_LEASE_S); a training "
+                f"run it was running ends failed after TRAINING_LEASE_S (queue it again on "
+                f"/training-runs; make run queues a missing full first run when it starts). "
+                f"Last lines of {dead.log_path}:\n{tail(dead.log_path, 8)}")
+            sup.restart(dead)
         for line in watcher.poll():
             say(line)
         time.sleep(0.5)
@@ -287,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         choice = pick_broker(args, env)
         say(f"broker: {choice.kind} — {choice.reason}")
         start_broker(choice, sup, env, data_dir, logs)
+        created = ensure_database(database_url(env))
+        if created:
+            say(created)
         run_checked([tool("flask"), "--app", "web", "db", "upgrade"], env, "flask --app web db upgrade")
         say("database schema is up to date")
         for line in resend_open_work(env, choice.kind):

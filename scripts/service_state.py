@@ -22,22 +22,26 @@ class ServiceState:
 
     versions: int = 0
     active: int | None = None
+    full_versions: int = 0  # versions not trained with the "quick" profile
     open_runs: tuple[int, ...] = ()
     runs: dict[int, tuple[str, str, float, str]] = field(default_factory=dict)  # id → status, stage, progress, error
     waiting_jobs: int = 0
 
 
-def _database_url(env: Mapping[str, str]) -> str:
+def database_url(env: Mapping[str, str]) -> str:
+    """The database the service in `env` uses (DATABASE_URL or its default)."""
     # The runner signs nothing, so it does not need the secret key.
     return load_settings(env, overrides={"secret_key": ""}).database_url
 
 
 def read_state(env: Mapping[str, str]) -> ServiceState:
     """Query the service's database once."""
-    engine = make_engine(_database_url(env))
+    engine = make_engine(database_url(env))
     try:
         with make_session_factory(engine)() as session:
-            versions = session.scalar(select(func.count()).select_from(ModelVersion)) or 0
+            manifests = session.scalars(select(ModelVersion.manifest)).all()
+            versions = len(manifests)
+            full_versions = sum(1 for m in manifests if (m or {}).get("profile") != "quick")
             active = session.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
             recent = session.execute(
                 select(TrainingRun.id, TrainingRun.status, TrainingRun.stage, TrainingRun.progress,
@@ -48,7 +52,7 @@ def read_state(env: Mapping[str, str]) -> ServiceState:
     runs = {row.id: (row.status, row.stage or "", float(row.progress or 0.0), row.error or "")
             for row in recent}
     open_runs = tuple(sorted(rid for rid, r in runs.items() if r[0] in ("queued", "running")))
-    return ServiceState(versions, active, open_runs, runs, waiting)
+    return ServiceState(versions, active, full_versions, open_runs, runs, waiting)
 
 
 class ServiceWatcher:

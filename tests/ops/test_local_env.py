@@ -104,3 +104,41 @@ def test_labelled_classes(tmp_path):
 
 def test_shared_dataset_is_labelled(shared_training_dir: Path):
     assert labelled_classes(shared_training_dir) == ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def test_first_runs_use_random_backbones_when_imagenet_cannot_be_had(tmp_path, monkeypatch):
+    """Offline, `make run` must not queue first runs that can only fail (an outside-in trial did)."""
+    from scripts import run_local
+
+    monkeypatch.setattr(run_local, "say", lambda line: None)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # an empty cache
+    monkeypatch.setenv("BACKBONE_WEIGHTS_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    assert run_local.first_run_params({}) == {"backbone_weights": "none"}
+    assert run_local.first_run_params({"BACKBONE_WEIGHTS": "imagenet"}) == {"backbone_weights": "imagenet"}
+    from models.backbones import OFFICIAL_FILES
+
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    for info in OFFICIAL_FILES.values():  # cached files (resolve_backbone_weights checks their MD5 later)
+        (tmp_path / "keras" / "models" / info["filename"]).write_bytes(b"cached")
+    assert run_local.first_run_params({}) == {}
+
+
+def test_a_missing_postgres_database_is_created_once_and_an_unreachable_one_says_so(postgres_url):
+    """A newcomer's DATABASE_URL naming a database that does not exist got a 100-line traceback."""
+    import sqlalchemy
+
+    from scripts.local_env import ensure_database
+
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = postgres_url.rsplit("/", 1)[1] + "_made"
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        assert ensure_database(url) == f"created the PostgreSQL database {name!r}"
+        assert ensure_database(url) is None
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    with pytest.raises(RuntimeError, match="is PostgreSQL running"):
+        ensure_database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    assert ensure_database("sqlite:///x.db") is None
