@@ -197,6 +197,9 @@ def test_scan_page_window_zoom_and_review(app, live_server, browser, auth, sessi
     session.expire_all()
     assert "meningioma" in app.test_client().get(f"/api/v1/scans/{scan.id}", headers=auth("viewer")).get_data(as_text=True)
     _shoot(browser, "scan-reviewed", "phone")
+    # the explanation model picker stays wide enough to read "random_forest: glioma" on a phone
+    picker = browser.find_element(By.ID, "explanation-model")
+    assert picker.size["width"] >= 200, picker.size
     _reloaded(browser, browser.find_element(By.ID, "review-withdraw").click)
     _wait(browser).until(ec.text_to_be_present_in_element((By.ID, "current-review"), "Not reviewed yet"))
     browser.find_element(By.ID, "next-scan").click()
