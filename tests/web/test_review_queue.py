@@ -115,15 +115,27 @@ def test_classify_stores_needs_review_and_the_api_filters_it(app, client, auth, 
     assert 'id="needs-review"' not in client.get(f"/scans/{other}", headers=auth("viewer")).get_data(as_text=True)
 
 
-def test_a_version_without_a_rule_leaves_needs_review_undecided(app, client, auth, session, tiny_bundle, files):
-    from tasks.classify import classify_scans
+def test_scans_of_a_version_without_a_rule_match_neither_filter(client, auth, session, active_version):
+    """Rows stored before 0006, or by a version whose bundle sets no rule, hold null (the engine's
+    None for such a bundle is checked in tests/models/test_engine_calibration.py)."""
+    from db.models import Job, Prediction, Scan
 
-    state = app.extensions["mri"]
-    version_id = activate_bundle(state.session_factory, tiny_bundle)
-    job = make_job(session, state.settings, dict(list(files.items())[:2]))
-    classify_scans(state.session_factory, state.settings, [s.id for s in job.scans], version_id)
-    rows = client.get("/api/v1/results", query_string={"job": job.id}, headers=auth("viewer")).get_json()["results"]
-    assert len(rows) == 2 and all(r["needs_review"] is None for r in rows)
-    for flag in ("true", "false"):
-        assert client.get("/api/v1/results", query_string={"job": job.id, "needs_review": flag},
-                          headers=auth("viewer")).get_json()["total"] == 0
+    job = Job(name="old", sealed=True, status="done")
+    session.add(job)
+    session.flush()
+    for index, flag in enumerate((None, True, False)):
+        scan = Scan(job_id=job.id, sha256=f"{index:064x}", path=f"{index}.png", status="classified",
+                    model_version_id=active_version)
+        session.add(scan)
+        session.flush()
+        session.add(Prediction(scan_id=scan.id, model_version_id=active_version, model_name="ensemble",
+                               label="glioma", confidence=0.9, probabilities={"glioma": 0.9, "notumor": 0.1},
+                               agreement=5, needs_review=flag))
+    session.commit()
+
+    def paths(**params):
+        body = client.get("/api/v1/results", query_string={"job": job.id, **params}, headers=auth("viewer")).get_json()
+        return {r["path"]: r["needs_review"] for r in body["results"]}
+
+    assert paths() == {"0.png": None, "1.png": True, "2.png": False}
+    assert paths(needs_review="true") == {"1.png": True} and paths(needs_review="false") == {"2.png": False}
