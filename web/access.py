@@ -25,6 +25,7 @@ ROUTE_ROLES: dict[str, str] = {
     "auth.login": PUBLIC,
     "auth.logout": PUBLIC,
     "monitoring.healthz": PUBLIC,
+    "pages.favicon": PUBLIC,  # the tab icon, asked by browsers before any login
     "monitoring.metrics": "viewer",
     # pages
     "pages.upload": "viewer",  # the form itself shows only to uploaders

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from db.models import Job, ModelVersion, Scan, TrainingRun
@@ -42,6 +42,12 @@ bp.add_app_template_filter(formatting.when, "when")
 bp.add_app_template_filter(formatting.figure, "figure")
 bp.add_app_template_filter(formatting.ago, "ago")
 bp.add_app_template_filter(formatting.exact, "exact")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The tab icon, for clients that ask /favicon.ico without reading the page's <link rel="icon">."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
 @bp.get("/")

@@ -269,3 +269,16 @@ def test_models_page_compares_each_version_with_the_active_one(client, auth, ses
     assert "2026-11-29 09:30 UTC</time> by reviewer-user" in active_card and 'class="activate"' not in active_card
     assert active_card.count('<table class="confusion">') == 1  # itself only
     assert 'class="activate"' not in client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+
+
+def test_every_page_names_a_favicon_and_favicon_ico_answers_without_a_login(client, auth):
+    page = client.get("/login").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)"', page)
+    assert link, "base.html names no favicon"
+    icon = client.get(link.group(1))
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.get_data()
+    # browsers (and crawlers) still ask /favicon.ico: answered, not a 404 in every console
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response.headers["Location"].endswith(link.group(1))
+    _login(client, auth, "viewer")
+    assert link.group(1) in client.get("/training-runs").get_data(as_text=True)
