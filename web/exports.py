@@ -4,16 +4,36 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from sqlalchemy.orm import Session
 
+from models import ENSEMBLE_NAME as ENSEMBLE
 from web.queries import ResultFilter, known_classes, ordered_rows, row_json
 from web.serialize import iso
 
 BATCH = 500
 # Spreadsheets run cells starting with these as formulas; paths come from uploaders.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_filename(flt: ResultFilter, extension: str, now: datetime | None = None) -> str:
+    """A file name that says what an export holds, e.g. results-job-7-glioma-2026-11-29.csv."""
+    flags = {"reviewed": flt.reviewed, "disagreeing": flt.disagrees, "to-review": flt.needs_review}
+    parts = [f"job-{flt.job}" if flt.job is not None else "", flt.label or "",
+             flt.model if flt.model != ENSEMBLE else "",
+             f"version-{flt.model_version}" if flt.model_version is not None else "",
+             f"study-{flt.study}" if flt.study else "",
+             *[f"{name}-{value}" for name, value in (
+                 ("agreement-min", flt.min_agreement), ("agreement-max", flt.max_agreement),
+                 ("confidence-min", flt.min_confidence), ("confidence-max", flt.max_confidence)) if value is not None],
+             *[(name if value else "not-" + name) for name, value in flags.items() if value is not None]]
+    # Only safe characters: a study UID or label never breaks the header or names a path.
+    words = [re.sub(r"(?:[^A-Za-z0-9.]|\.{2,})+", "-", p).strip("-.")[:64] for p in parts if p]
+    day = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+    return "-".join(["results", *[w for w in words if w], day]) + "." + extension
 
 
 def _cell(value: Any) -> Any:

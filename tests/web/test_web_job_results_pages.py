@@ -110,7 +110,8 @@ def test_exports_hold_exactly_the_filtered_rows_in_the_chosen_order(client, auth
     query = {"max_agreement": "4", "sort": "confidence", "per_page": "1", "page": "2"}
     response = client.get("/api/v1/results", query_string={**query, "format": "json_all"}, headers=auth("viewer"))
     assert response.status_code == 200 and response.is_streamed and response.mimetype == "application/json"
-    assert "filename=results.json" in response.headers["Content-Disposition"]
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert response.headers["Content-Disposition"] == f"attachment; filename=results-agreement-max-4-{today}.json"
     exported = json.loads(response.get_data(as_text=True))
     assert paths(exported) == ["s1/b.png", "s2/c.png"]  # paging left out, the sort kept
     assert exported["total"] == exported["per_page"] == 2 and exported["page"] == 1

@@ -109,3 +109,17 @@ def test_results_page_renders_filters_and_csv_link(client, auth, stored):
     assert "format=csv" in page and "label=glioma" in page
     bad = client.get("/results?min_confidence=7", headers=auth("viewer"))
     assert bad.status_code == 200 and "min_confidence must be" in bad.get_data(as_text=True)
+
+
+def test_exports_are_named_after_their_job_filters_and_day(client, auth, stored, session):
+    job = session.query(Job).filter_by(name="one").one().id
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    response = client.get("/api/v1/results", query_string={"format": "csv", "job": job}, headers=auth("viewer"))
+    assert response.headers["Content-Disposition"] == f"attachment; filename=results-job-{job}-{today}.csv"
+    plain = client.get("/api/v1/results", query_string={"format": "csv"}, headers=auth("viewer"))
+    assert response.get_data(as_text=True).splitlines()[0] == plain.get_data(as_text=True).splitlines()[0]
+    query = {"format": "json_all", "label": "glioma", "model": "svm", "reviewed": "false", "study": 'a"b/../c'}
+    response = client.get("/api/v1/results", query_string=query, headers=auth("viewer"))
+    assert response.status_code == 200 and response.get_json()["model"] == "svm"  # the body is unchanged
+    assert response.headers["Content-Disposition"] == (
+        f"attachment; filename=results-glioma-svm-study-a-b-c-not-reviewed-{today}.json")

@@ -8,15 +8,15 @@ from sqlalchemy.orm import Session
 
 from web.api import bp
 from web.errors import ApiError
-from web.exports import iter_csv, iter_json
+from web.exports import export_filename, iter_csv, iter_json
 from web.queries import FILTER_ARGS, PAGING_ARGS, ResultFilter, parse_filter, query_results
 from web.state import app_state, db_session
 from web.validation import accepts_query
 
-# format -> (rows writer, content type, file name); these ignore paging: every matching row.
+# format -> (rows writer, content type, file extension); these ignore paging: every matching row.
 EXPORTS: dict[str, tuple[Callable[[Session, ResultFilter], Iterator[str]], str, str]] = {
-    "csv": (iter_csv, "text/csv", "results.csv"),
-    "json_all": (iter_json, "application/json", "results.json"),
+    "csv": (iter_csv, "text/csv", "csv"),
+    "json_all": (iter_json, "application/json", "json"),
 }
 
 
@@ -29,7 +29,7 @@ def results() -> Response:
     flt = parse_filter(request.args)
     fmt = request.args.get("format", "json")
     if fmt in EXPORTS:
-        writer, mimetype, filename = EXPORTS[fmt]
+        writer, mimetype, extension = EXPORTS[fmt]
         factory = app_state().session_factory
 
         def generate() -> Iterator[str]:
@@ -38,7 +38,8 @@ def results() -> Response:
                 yield from writer(session, flt)
 
         response = Response(generate(), mimetype=mimetype)
-        response.headers["Content-Disposition"] = f"attachment; filename={filename}"
+        # the name says which results these are (job, filters, day), not always "results.csv"
+        response.headers.set("Content-Disposition", "attachment", filename=export_filename(flt, extension))
         return response
     if fmt != "json":
         raise ApiError(400, "bad_filter", f"format must be json, {' or '.join(EXPORTS)}")
