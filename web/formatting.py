@@ -1,8 +1,14 @@
 """Jinja filters of the pages: times people read, and figures with a fixed number of places."""
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timezone
 from typing import Any
+
+# Class colours: CSS classes c0-c7 in style.css (Okabe-Ito). The four classes of the data set keep
+# one colour each on every page; any other class name gets one of c4-c7 from a hash of its name,
+# never from the order it happened to appear in.
+CLASS_COLOURS = {"glioma": "c0", "meningioma": "c1", "notumor": "c2", "pituitary": "c3"}
 
 
 def _moment(value: str) -> datetime | None:
@@ -55,3 +61,15 @@ def figure(value: Any, places: int = 3) -> str:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–"
     return f"{value:.{places}f}"
+
+
+def class_colour(label: str | None) -> str:
+    """The CSS colour class of a class label: fixed for the known four, a stable hash of the name otherwise."""
+    if label in CLASS_COLOURS:
+        return CLASS_COLOURS[label]
+    return f"c{4 + zlib.crc32((label or '').encode('utf-8')) % 4}"
+
+
+def class_colours(labels: Any = ()) -> dict[str, str]:
+    """Label -> colour class for the known four and `labels`: what a page's script colours by."""
+    return {label: class_colour(label) for label in [*CLASS_COLOURS, *labels]}

@@ -22,6 +22,7 @@ from web.queries import FILTER_ARGS, PAGING_ARGS, known_classes, parse_filter, q
 from web.serialize import job_json, model_version_json, scan_detail_json, training_run_json
 from web.state import app_state, db_session, get_or_404
 from web.validation import refuse_unknown
+from web.waiting import run_phrase, run_under_way, waiting_detail
 
 bp = Blueprint("pages", __name__)
 RUNS_SHOWN = 50
@@ -42,6 +43,7 @@ bp.add_app_template_filter(formatting.when, "when")
 bp.add_app_template_filter(formatting.figure, "figure")
 bp.add_app_template_filter(formatting.ago, "ago")
 bp.add_app_template_filter(formatting.exact, "exact")
+bp.add_app_template_filter(formatting.class_colour, "class_colour")
 
 
 @bp.get("/favicon.ico")
@@ -63,8 +65,10 @@ def upload() -> str:
 @bp.get("/jobs/<int:job_id>")
 def job_page(job_id: int) -> str:
     """Live progress, then a summary per study, failures by reason and a sortable table of the scans."""
-    return render_template("job.html", job=job_json(get_or_404(Job, job_id, "job")), model_names=MODEL_NAMES,
-                           classes=known_classes(db_session()))
+    job = job_json(get_or_404(Job, job_id, "job"))
+    job["detail"] = waiting_detail(db_session(), job["detail"])
+    return render_template("job.html", job=job, model_names=MODEL_NAMES,
+                           class_colours=formatting.class_colours(known_classes(db_session())))
 
 
 @bp.get("/results")
@@ -97,7 +101,10 @@ def models_page() -> str:
         select(TrainingRun).where(TrainingRun.model_version_id.is_not(None)).order_by(TrainingRun.id)).scalars()}
     shown = [model_version_json(v, runs.get(v.id)) for v in versions]
     active = next((v for v in shown if v["status"] == "active"), None)
+    # With no version yet, a run already under way is what people wait for, not a bundle to register.
+    under_way = None if shown else run_under_way(session)
     return render_template("models.html", versions=shown, active=active,
+                           waiting_for=run_phrase(under_way) if under_way else "",
                            reports={v["id"]: training_view.evaluation_report(v) for v in shown},
                            can_activate=can("api.activate_model"))
 

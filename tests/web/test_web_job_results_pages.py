@@ -247,6 +247,24 @@ def test_upload_and_job_pages_render_their_parts(client, auth, stored):
     assert 'id="drop-zone"' in upload and "webkitdirectory" in upload and 'id="upload-progress"' in upload
     assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC" data-ago>', upload)  # the latest jobs' times
     job = client.get(f"/jobs/{stored['job1']}", headers=auth("viewer")).get_data(as_text=True)
-    assert 'data-classes="[&#34;glioma&#34;, &#34;meningioma&#34;, &#34;notumor&#34;, &#34;pituitary&#34;]"' in job
+    assert ('data-class-colours="{&#34;glioma&#34;: &#34;c0&#34;, &#34;meningioma&#34;: &#34;c1&#34;, '
+            '&#34;notumor&#34;: &#34;c2&#34;, &#34;pituitary&#34;: &#34;c3&#34;}"') in job
     assert f"/results?job={stored['job1']}&amp;max_agreement=4" in job
     assert " style=" not in upload + job and "<script>" not in upload + job  # the CSP allows neither inline
+
+
+def test_class_colours_follow_the_name_not_the_order_seen(client, auth, stored, session):
+    from web.formatting import class_colour
+
+    # a job page opened before any model version existed colours by name too (no first-come order)
+    empty = Job(name="early", sealed=False, status="waiting")
+    session.add(empty)
+    session.commit()
+    for job_id in (empty.id, stored["job1"]):
+        page = client.get(f"/jobs/{job_id}", headers=auth("viewer")).get_data(as_text=True)
+        assert "&#34;notumor&#34;: &#34;c2&#34;, &#34;pituitary&#34;: &#34;c3&#34;" in page
+    results = client.get("/results?sort=path", headers=auth("viewer")).get_data(as_text=True)
+    assert 'swatch-text c2">notumor<' in results and 'swatch-text c0">glioma<' in results
+    # another class gets one of the four other colours, the same one whatever else exists
+    assert class_colour("astrocytoma") == class_colour("astrocytoma") in {"c4", "c5", "c6", "c7"}
+    assert len({class_colour(name) for name in ("a", "b", "c", "d", "e", "f", "g", "h")}) > 1

@@ -113,3 +113,27 @@ def test_training_run_queued_while_the_broker_is_down_is_kept_for_the_sweeper(tm
         run = s.get(TrainingRun, response.get_json()["id"])
         assert run.status == "queued" and run.dispatched_at is None
     app.extensions["mri"].engine.dispose()
+
+
+def test_a_job_waiting_for_the_first_model_names_the_run_under_way(client, auth, session, broker):
+    job_id = client.post("/api/v1/jobs", data=upload_data([("s/0.png", png_bytes(0))]),
+                         headers=auth("uploader")).get_json()["id"]
+    # nothing under way: register a bundle or start a run, on the job and on the models page
+    assert "Register one" in client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"]
+    assert "register-model" in client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+    queued, running = TrainingRun(status="queued"), TrainingRun(status="running", stage="heads", progress=0.41)
+    session.add_all([queued, running])
+    session.commit()
+    detail = client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"]
+    assert detail.startswith(f"Waiting for the first model: training run #{running.id} is running (41%)")
+    assert "Register one" not in detail
+    page = client.get(f"/jobs/{job_id}", headers=auth("viewer")).get_data(as_text=True)
+    assert f"training run #{running.id} is running (41%)" in page
+    assert '<p id="job-training-link" ><a href="/training-runs">' in page
+    models = client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+    assert f"Waiting for the first model: training run #{running.id} is running (41%)" in models
+    assert "register-model" not in models and 'href="/training-runs"' in models
+    running.status = "failed"
+    session.commit()
+    detail = client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"]
+    assert f"training run #{queued.id} is queued" in detail

@@ -22,6 +22,7 @@ from web.job_summary import study_summaries
 from web.serialize import job_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
 from web.validation import accepts_query, no_body, refuse_unknown
+from web.waiting import waiting_detail
 
 logger = logging.getLogger(__name__)
 TRUE_VALUES = ("1", "true", "yes", "on")
@@ -173,7 +174,9 @@ def job_status(job_id: int) -> Response:
     row = db_session().execute(select(*Job.__table__.columns).where(Job.id == job_id)).first()
     if row is None:
         raise ApiError(404, "not_found", f"job {job_id} does not exist")
-    return conditional_json(job_json(row), request)
+    body = job_json(row)
+    body["detail"] = waiting_detail(db_session(), body["detail"])
+    return conditional_json(body, request)
 
 
 @bp.get("/jobs/<int:job_id>/files")

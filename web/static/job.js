@@ -11,7 +11,8 @@
   const LIVE_RESULTS_EVERY_MS = 5000;
 
   let scans = [], studies = [];
-  let classes = JSON.parse(box.dataset.classes || "[]");
+  // label -> colour class, from web/formatting.py class_colour (fixed per name, the same on every page)
+  const colours = JSON.parse(box.dataset.classColours || "{}");
   let sortKey = "id", sortDir = 1, shown = ROWS_STEP;
 
   const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
@@ -23,11 +24,8 @@
     return e;
   }
 
-  function classIndex(label) {
-    let i = classes.indexOf(label);
-    if (i < 0) { classes.push(label); i = classes.length - 1; }
-    return i % 8;
-  }
+  // A class first seen after the page loaded (a new model's) is grey until a reload names its colour.
+  const colourOf = (label) => colours[label] || "c7";
 
   function disagrees(scan) {
     const ens = scan.ensemble;
@@ -51,7 +49,7 @@
     svg.setAttribute("class", "mix");
     svg.setAttribute("aria-hidden", "true");
     let x = 0;
-    const parts = Object.entries(study.labels).map(([label, n]) => [`c${classIndex(label)}`, n]);
+    const parts = Object.entries(study.labels).map(([label, n]) => [colourOf(label), n]);
     parts.push(["failed", study.failed], ["pending", study.pending]);
     for (const [cls, n] of parts) {
       if (!n) continue;
@@ -72,7 +70,7 @@
     const entries = Object.entries(study.labels).sort((a, b) => b[1] - a[1]);
     for (const [label, n] of entries) {
       const li = node("li");
-      li.append(node("span", null, `swatch c${classIndex(label)}`), document.createTextNode(`${label} ${n}`));
+      li.append(node("span", null, `swatch ${colourOf(label)}`), document.createTextNode(`${label} ${n}`));
       list.append(li);
     }
     if (study.failed) { const li = node("li"); li.append(node("span", null, "swatch failed"), document.createTextNode(`failed ${study.failed}`)); list.append(li); }
@@ -207,7 +205,7 @@
     pathCell.append(link);
     const ens = scan.ensemble || {};
     const label = node("td", null, "col-label");
-    if (ens.label) label.append(node("span", ens.label, `label swatch-text c${classIndex(ens.label)}`));
+    if (ens.label) label.append(node("span", ens.label, `label swatch-text ${colourOf(ens.label)}`));
     const status = node("td", null, "col-status");
     const badge = node("span", scan.status + (scan.reused ? " (reused)" : ""), "status " + scan.status);
     status.append(badge);
@@ -321,7 +319,8 @@
       if (elapsed > 0) rate = finished / elapsed;
     }
     const left = job.total - finished;
-    if (job.status === "queued" && !finished) return "Waiting for a worker…";
+    // a flagged job (no model yet, broker down) says why in its detail; "waiting for a worker" would mislead
+    if (job.status === "queued" && !finished) return job.detail ? "" : "Waiting for a worker…";
     if (!rate) return `${left.toLocaleString()} to go.`;
     return `${rate.toFixed(1)} scans/s · about ${duration(left / rate)} left.`;
   }
@@ -361,6 +360,7 @@
     el("job-rate").textContent = rateText(job, serverNow);
     el("job-detail").hidden = !job.detail;
     el("job-detail").textContent = job.detail || "";
+    el("job-training-link").hidden = !/training run #\d+/.test(job.detail || "");
     const finished = job.done + job.failed;
     if (job.status === "done") { await results(); return; }
     // While it runs, the summary fills in too (not too often, and not for very large jobs).
