@@ -280,3 +280,28 @@ def test_training_runs_page_follows_a_run_and_queues_one(app, live_server, brows
     run.decision = dict(done.decision, promoted=True, reason="promoted over version 1")
     session.commit()
     _wait(browser, 20).until(lambda b: "promoted over version 1" in b.find_element(By.ID, card).text)
+
+
+def test_a_job_waiting_for_the_first_model_points_at_the_training_run(app, live_server, browser, auth, session):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    job = app.test_client().post("/api/v1/jobs", headers=auth("uploader"),
+                                 data=upload_data([("s/0.png", png_bytes(0, size=64))])).get_json()["id"]
+    run = TrainingRun(status="running", stage="heads", progress=0.41)
+    session.add(run)
+    session.commit()
+    _login(app, browser, live_server, f"/jobs/{job}", "viewer")
+    # the page's script has polled the status API once (it writes the rate line and the detail)
+    _wait(browser).until(lambda b: b.execute_script(
+        "return performance.getEntriesByType('resource').some(e => e.name.includes('/api/v1/jobs/'))"))
+    _wait(browser).until(lambda b: b.find_element(By.ID, "job-counts").text)
+    detail = browser.find_element(By.ID, "job-detail").text
+    assert detail.startswith(f"Waiting for the first model: training run #{run.id} is running (41%)"), detail
+    assert "Waiting for a worker" not in browser.find_element(By.ID, "job").text
+    link = browser.find_element(By.CSS_SELECTOR, "#job-training-link a")
+    assert link.is_displayed() and link.get_attribute("href").endswith("/training-runs")
+    _shoot(browser, "job-waiting", "desktop")
+    _shoot(browser, "job-waiting", "phone")
+    browser.get(live_server + "/models")
+    assert f"training run #{run.id} is running (41%)" in browser.find_element(By.ID, "waiting-for-model").text
+    _shoot(browser, "models-waiting", "phone")
