@@ -378,14 +378,17 @@ def _write_scan_csv(out: TextIO, scans: list[dict], classes: list[str]) -> None:
     writer = csv.writer(out)
     head = ["scan_id", "path", "study", "frame", "status", "error", "model_version", "label", "confidence",
             "agreement", *[f"{m}_label" for m in MODELS], *[f"p_{c}" for c in classes]]
-    writer.writerow(head)
+    # the review columns come last, as in the /results CSV (a service without them leaves them empty)
+    writer.writerow([*head, "reviewed_label", "reviewed_by", "reviewed_at"])
     for scan in scans:
         row = _scan_row(scan)
         probabilities = (scan.get("ensemble") or {}).get("probabilities") or {}
         confidence = row["confidence"]
         row["confidence"] = f"{confidence:.6f}" if isinstance(confidence, float) else confidence
-        writer.writerow([*(_cell(row[k]) for k in head[:-len(classes) or None]),
-                         *[f"{probabilities[c]:.6f}" if c in probabilities else "" for c in classes]])
+        review = scan.get("review") or {}
+        writer.writerow([*(_cell(row[k]) for k in head[:len(head) - len(classes)]),
+                         *[f"{probabilities[c]:.6f}" if c in probabilities else "" for c in classes],
+                         review.get("label") or "", _cell(review.get("by") or ""), review.get("at") or ""])
 
 
 def _cell(value: Any) -> Any:

@@ -122,3 +122,27 @@ def test_results_filter_and_carry_the_review(client, auth, scans):
     assert rows[scans[1]]["reviewed_label"] == "meningioma" and rows[scans[1]]["reviewed_by"] == "reviewer-user"
     assert rows[scans[1]]["reviewed_at"] and rows[scans[2]]["reviewed_label"] == ""
     assert next(csv.reader(io.StringIO(exported)))[-4:] == ["reviewed_label", "reviewed_by", "reviewed_at", "needs_review"]
+
+
+def test_a_jobs_results_carry_each_scans_current_review(app, client, auth, scans, session):
+    from client.cli import _write_scan_csv
+    from db.models import Scan
+    from test_openapi import Contract
+
+    review(client, auth, scans[1], label="meningioma")
+    review(client, auth, scans[2], label="pituitary")
+    client.delete(f"/api/v1/scans/{scans[2]}/review", headers=auth("reviewer"))
+    job_id = session.get(Scan, scans[1]).job_id
+    response = client.get(f"/api/v1/jobs/{job_id}/results", headers=auth("viewer"))
+    body = Contract(app).check(response, 200).get_json()  # the document describes the review too
+    by_id = {s["id"]: s for s in body["scans"]}
+    assert by_id[scans[1]]["review"]["label"] == "meningioma" and by_id[scans[1]]["review"]["by"] == "reviewer-user"
+    assert by_id[scans[2]]["review"] is None and by_id[scans[0]]["review"] is None  # withdrawn, never reviewed
+    # the command line's per-job CSV ends with the review columns of the /results CSV
+    out = io.StringIO()
+    _write_scan_csv(out, body["scans"], ["glioma", "notumor"])
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0][:3] == ["scan_id", "path", "study"] and rows[0][-5:] == [
+        "p_glioma", "p_notumor", "reviewed_label", "reviewed_by", "reviewed_at"]
+    reviewed = {int(r[0]): r for r in rows[1:]}[scans[1]]
+    assert reviewed[-3:-1] == ["meningioma", "reviewer-user"] and reviewed[-1].endswith("Z")

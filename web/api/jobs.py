@@ -9,9 +9,10 @@ from flask import Response, jsonify, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import AuditEvent, Job, Scan
+from db.models import AuditEvent, Job, Review, Scan
 from tasks.dispatch import dispatch_job
 from tasks.jobs import refresh_job
+from tasks.reviews import current_review_ids
 from web.api import bp
 from web.auth import current_user
 from web.blobs import BlobStager
@@ -19,7 +20,7 @@ from web.conditional import conditional_json
 from web.errors import ApiError
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
 from web.job_summary import study_summaries
-from web.serialize import job_json, scan_json
+from web.serialize import job_json, review_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
 from web.validation import accepts_query, no_body, refuse_unknown
 from web.waiting import waiting_detail
@@ -200,5 +201,20 @@ def job_results(job_id: int) -> Response:
     scans = db_session().execute(select(Scan).where(Scan.job_id == job_id).order_by(Scan.id)
                                  .options(selectinload(Scan.predictions))).scalars().all()
     shown = [scan_json(s, s.predictions) for s in scans]
-    body: dict[str, Any] = {"job": job_json(job), "scans": shown, "studies": study_summaries(shown)}
+    studies = study_summaries(shown)
+    # each scan's current review too, so a per-job export carries the reviewed label like /results does
+    reviews = _current_reviews(db_session(), job_id)
+    for scan in shown:
+        scan["review"] = review_json(reviews.get(scan["id"]))
+    body: dict[str, Any] = {"job": job_json(job), "scans": shown, "studies": studies}
     return jsonify(body)
+
+
+def _current_reviews(session: Session, job_id: int) -> dict[int, Review]:
+    """scan id -> current review, for the scans of one job that have one (their authors loaded in one go)."""
+    current = current_review_ids()
+    rows = session.execute(
+        select(Review).join(current, current.c.review_id == Review.id).join(Scan, Scan.id == Review.scan_id)
+        .where(Scan.job_id == job_id).options(selectinload(Review.user), selectinload(Review.withdrawn_by_user))
+    ).scalars()
+    return {review.scan_id: review for review in rows}
