@@ -64,6 +64,7 @@ def evaluate_bundle(
     from models.bundle import verify_bundle
     from models.engine import InferenceEngine
     from models.precision import resolve_precision
+    from training.overlap import training_overlap
     from training.calibration import model_metrics, reliability_bins
     from training.datasets import list_labelled, load_image_array
     from training.metrics import roc_curves
@@ -89,9 +90,19 @@ def evaluate_bundle(
     if used != "float32":
         reference = engine_probabilities(InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size), images)
         agreement = {n: float(np.mean(probs[n].argmax(1) == reference[n].argmax(1))) for n in names}
+    overlap = training_overlap(bundle_dir, [items[i].sha256 for i in kept], images)
+    seen = overlap.pop("overlapping")
+    if seen.any():
+        log.warning("%d of %d evaluated images were trained or validated on by this bundle (%s exact, "
+                    "%d near copies at cosine >= %.2f): their figures measure memory; 'models_unseen' "
+                    "scores the others", int(seen.sum()), len(seen), overlap["exact"], overlap["near_copies"],
+                    overlap["threshold"])
     metrics = {
         "models": {n: model_metrics(y_true, probs[n], classes) for n in names},
         **calibration_summary(engine, y_true, probs, uncalibrated),
+        "overlap_with_training": {**overlap, "images_seen": int(seen.sum()), "images_unseen": int((~seen).sum())},
+        **({"models_unseen": {n: model_metrics(y_true[~seen], probs[n][~seen], classes) for n in names}}
+           if seen.any() and (~seen).any() else {}),
         "precision": {"setting": precision, "used": used, "label_agreement_with_float32": agreement},
         "files": {
             "listed": len(items),

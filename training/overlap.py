@@ -2,7 +2,8 @@
 
 Scoring a bundle on files it trained or validated on measures memory, not skill. A bundle lists
 what it used in dataset.tsv (content hashes and their side) and keeps a small grey thumbnail
-of each of those images in thumbnails.npz, so `evaluate` can say how many evaluated files it
+of each of those images (thumbnails.png, one 32 px tile per row of thumbnails.tsv: a plain
+image, nothing a loader deserialises), so `evaluate` can say how many evaluated files it
 has seen byte for byte and how many are near copies (training.similarity) of one it has seen,
 and report the figures without them separately.
 """
@@ -16,17 +17,23 @@ import numpy as np
 
 from training.similarity import NEAR_COPY_COSINE, grey_thumbnails, nearest_cosine, normalise_thumbnails
 
-THUMBNAILS_FILE = "thumbnails.npz"
+THUMBNAILS_FILE = "thumbnails.png"
+THUMBNAIL_KEYS_FILE = "thumbnails.tsv"
 
 
 def write_training_thumbnails(bundle_dir: str | Path, keys: Sequence[str], sides: Sequence[str],
                               images: np.ndarray) -> Path:
     """Store the grey 32 px thumbnail (uint8) of each training/validation row with its key and side."""
-    path = Path(bundle_dir) / THUMBNAILS_FILE
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, keys=np.asarray(keys, dtype=str), sides=np.asarray(sides, dtype=str),
-                            grey=grey_thumbnails(images))
-    return path
+    import cv2
+
+    bundle = Path(bundle_dir)
+    grey = grey_thumbnails(images)
+    if not len(grey):
+        return bundle / THUMBNAILS_FILE
+    cv2.imwrite(str(bundle / THUMBNAILS_FILE), grey.reshape(-1, grey.shape[2]))  # tiles stacked downwards
+    (bundle / THUMBNAIL_KEYS_FILE).write_text(
+        "key\tside\n" + "".join(f"{key}\t{side}\n" for key, side in zip(keys, sides)))
+    return bundle / THUMBNAILS_FILE
 
 
 def _seen(bundle: Path) -> tuple[dict[str, str], np.ndarray | None]:
@@ -38,10 +45,15 @@ def _seen(bundle: Path) -> tuple[dict[str, str], np.ndarray | None]:
         for row in read_dataset_list(bundle / DATASET_LIST):
             sides.setdefault(row["sha256"], row["split"])
     thumbs = None
-    if (bundle / THUMBNAILS_FILE).is_file():
-        with np.load(bundle / THUMBNAILS_FILE, allow_pickle=False) as stored:
-            learned = np.isin(stored["sides"], ["train", "validation"])
-            thumbs = normalise_thumbnails(stored["grey"][learned])
+    if (bundle / THUMBNAILS_FILE).is_file() and (bundle / THUMBNAIL_KEYS_FILE).is_file():
+        import cv2
+
+        stacked = cv2.imread(str(bundle / THUMBNAILS_FILE), cv2.IMREAD_GRAYSCALE)
+        rows = [line.split("\t") for line in (bundle / THUMBNAIL_KEYS_FILE).read_text().splitlines()[1:]]
+        if stacked is not None and rows and stacked.shape[0] % len(rows) == 0:
+            grey = stacked.reshape(len(rows), -1, stacked.shape[1])
+            learned = np.array([side in ("train", "validation") for _key, side in rows])
+            thumbs = normalise_thumbnails(grey[learned])
     return sides, thumbs
 
 

@@ -81,6 +81,8 @@ def validation_items(bundle_dir: Path, data: str | Path) -> tuple[list, list, li
     sides: dict[str, list] = {"train": [], "validation": []}
     missing = 0
     for row in rows:
+        if row["split"] not in sides:  # the held-out test part: never used to fit anything
+            continue
         frame = int(row["frame"]) if row["frame"] else None
         item = by_key.get((row["sha256"], frame))
         if item is None:

@@ -19,6 +19,7 @@ from training.cnn_variants import CNN_VARIANTS
 from training.datasets import list_labelled
 from training.pool import EVALUATION_RULE
 from training.progress import ProgressFn, StagedProgress, format_epoch_logs
+from training.overlap import write_training_thumbnails
 from training.similarity import NEAR_COPY_COSINE
 
 log = logging.getLogger(__name__)
@@ -476,7 +477,12 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
     staged("save", 0.0, f"saving bundle to {options.out}")
     saved = save_bundle(options.out, networks=networks, estimators=estimators,
                         label_encoder=split.encoder, manifest=manifest)
-    write_dataset_list(Path(options.out) / DATASET_LIST, split.listing)
+    write_dataset_list(Path(options.out) / DATASET_LIST, split.listing + [
+        (item.sha256, item.frame, item.label, "test") for item in (held_out or [])])
+    # What evaluate needs to spot near copies of what this bundle learned from (training.overlap).
+    write_training_thumbnails(options.out, [*split.train_keys, *split.val_keys],
+                              ["train"] * len(split.train_keys) + ["validation"] * len(split.val_keys),
+                              [*split.x_train, *split.x_val])
     plot_dir = Path(options.out) / "plots"
     plot_dir.mkdir(exist_ok=True)
     plot_training_history(histories, plot_dir / "training_history.png")

@@ -113,7 +113,9 @@ def test_reviewed_scans_train_a_candidate_the_gate_compares_on_the_evaluation_sp
     assert new_version["backbone_weights"]["mode"] == "none" and new_version["training_run"] == run["id"]
 
     # What the candidate trained on: the reviewed label over the folder's, nothing of the evaluation split.
-    trained = read_dataset_list(Path(new_version["bundle_path"]) / DATASET_LIST)
+    listed = read_dataset_list(Path(new_version["bundle_path"]) / DATASET_LIST)
+    trained = [row for row in listed if row["split"] in ("train", "validation")]
+    assert len(listed) - len(trained) == 5  # the evaluation split, listed as the test part
     labels = {row["sha256"]: row["label"] for row in trained}
     assert len(trained) + dropped == 25 and labels[hashlib.sha256(in_folder).hexdigest()] == "pituitary"
     assert labels[hashlib.sha256(new).hexdigest()] == "meningioma"

@@ -251,7 +251,9 @@ def test_train_holds_out_an_untouched_test_part_and_scores_it_once(trained):
 
     test_shas = {item.sha256 for item in list_labelled(trained["data"]) if in_evaluation_split(item.sha256)}
     assert len(test_shas) == 4
-    used = {row["sha256"] for row in read_dataset_list(trained["bundle"] / DATASET_LIST)}
+    listed = read_dataset_list(trained["bundle"] / DATASET_LIST)
+    used = {row["sha256"] for row in listed if row["split"] in ("train", "validation")}
+    assert {row["sha256"] for row in listed if row["split"] == "test"} == test_shas  # the bundle lists all three
     manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
     # Near copies of a test image are not trained on either.
     assert not used & test_shas and len(used) + manifest["dataset"]["near_copies_of_evaluation_dropped"] == 24
@@ -264,3 +266,30 @@ def test_train_holds_out_an_untouched_test_part_and_scores_it_once(trained):
         assert sum(map(sum, entry["confusion_matrix"])) == 4
     near, far = scored["with_near_copy_in_training"], scored["without_near_copy_in_training"]
     assert near["images"] + far["images"] == 4 and scored["near_copy_cosine"] == 0.95
+
+
+def test_evaluate_says_which_files_the_bundle_learned_from(trained, tmp_path, capsys, caplog):
+    """Evaluating on training files measures memory: evaluate counts them and scores the rest apart."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(trained["data"], data)
+    copy = data / CLASSES[2] / "reencoded.jpg"  # a near copy of a training file: other bytes, same picture
+    import cv2
+
+    source = sorted((data / CLASSES[2]).glob("00[0-5].png"))[0]
+    cv2.imwrite(str(copy), cv2.imread(str(source)), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    report = tmp_path / "report"
+    assert main(["evaluate", "--models", str(trained["bundle"]), "--data", str(data), "--report", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    overlap = metrics["overlap_with_training"]
+    from training.recipe import DATASET_LIST, read_dataset_list
+
+    learned = [row for row in read_dataset_list(trained["bundle"] / DATASET_LIST) if row["split"] != "test"]
+    assert overlap["known"] and overlap["exact"]["test"] == 4
+    assert overlap["exact"].get("train", 0) + overlap["exact"].get("validation", 0) == len(learned)
+    assert overlap["near_copies"] >= 1  # the re-encoded copy
+    assert overlap["images_seen"] == len(learned) + overlap["near_copies"]
+    assert overlap["images_seen"] + overlap["images_unseen"] == 29
+    assert sum(map(sum, metrics["models_unseen"]["ensemble"]["confusion_matrix"])) == overlap["images_unseen"]
+    assert "trained or validated on by this bundle" in caplog.text
