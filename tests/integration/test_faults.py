@@ -55,15 +55,18 @@ def _held(factory, job_id: int) -> int:
             Scan.job_id == job_id, Scan.status == "queued", Scan.lease_owner.is_not(None))) or 0
 
 
-def _kill_while_holding_scans(worker, factory, job_id: int) -> None:
+def _kill_while_holding_scans(worker, factory, job_id: int) -> int:
     """kill -9 the worker's process group at a moment it holds leased scans (mid-task): it is
-    paused (SIGSTOP) while the database is looked at, so it cannot finish the task in between."""
+    paused (SIGSTOP) while the database is looked at, so it cannot finish the task in between.
+    Returns how many it held when killed (counted then: on a loaded machine the sweeper may
+    take them back within a second, when the lease was about to run out anyway)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         worker.pause_group()
-        if _held(factory, job_id):
+        held = _held(factory, job_id)
+        if held:
             worker.kill_group()
-            return
+            return held
         worker.pause_group(False)
         time.sleep(0.02)
     pytest.fail("the worker never held scans of the job")
@@ -134,12 +137,10 @@ def test_whole_worker_killed_twice_mid_job_every_scan_classified_once(service, s
     stranded = []
     for kill_at in (40, 120):
         wait_for(lambda: _counts(factory, job_id)[0] >= kill_at, 180, f"{kill_at} scans classified", worker)
-        _kill_while_holding_scans(worker, factory, job_id)
-        stranded.append(_held(factory, job_id))
+        stranded.append(_kill_while_holding_scans(worker, factory, job_id))
         assert _counts(factory, job_id)[0] < 240, "the kill must land mid-job"
         worker = start_worker(pool="prefork", SCAN_LEASE_S=LEASE)
         restarted = time.monotonic()
-    assert all(held > 0 for held in stranded), f"each kill left leased scans behind: {stranded}"
     wait_for(lambda: _counts(factory, job_id)[2] == sum(_counts(factory, job_id)[:2]), 180,
              "the job to finish after the second kill", worker)
     recovery_s = time.monotonic() - restarted
