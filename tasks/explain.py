@@ -117,12 +117,16 @@ def _explainer(version: ModelVersion, settings: Settings) -> Any:
     from models.explain import Explainer
 
     key = (version.id, version.bundle_path)
+    engine_bundle = (runtime.engine_for(version.id, version.bundle_path, settings).bundle
+                     if version.status == "active" else None)
     with _lock:
         cached = _explainers.get(key)
-        if cached is not None:
+        # An explainer kept from before the engine was reloaded would hold a second copy of
+        # the networks: only one whose bundle is the engine's own (or an inactive one) is reused.
+        if cached is not None and (engine_bundle is None or cached.bundle is engine_bundle):
             return cached
-    if version.status == "active":
-        bundle = runtime.engine_for(version.id, version.bundle_path, settings).bundle
+    if engine_bundle is not None:
+        bundle = engine_bundle
     else:
         from models.bundle import load_bundle
 

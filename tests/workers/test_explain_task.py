@@ -67,6 +67,10 @@ def test_svm_is_explained_through_resnet50_for_the_class_it_predicted(factory, s
         assert isinstance(explainer, Explainer)
         # the active version is explained with the classify engine's own bundle: loaded once
         assert explainer.bundle is runtime.engine_for(version_id, version.bundle_path, settings).bundle
+        # The engine reloaded (another version took its place meanwhile): no stale second copy is kept.
+        runtime._engines.clear()
+        reloaded = runtime.engine_for(version_id, version.bundle_path, settings).bundle
+        assert explain._explainer(version, settings).bundle is reloaded
 
 
 def test_a_failure_is_reported_once_then_tried_again(factory, settings, tiny_bundle, redis_url, worker_process):
