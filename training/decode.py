@@ -323,6 +323,12 @@ def _imdecode_deep(data: bytes, kind: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
 
 
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """(low, high) of the display window used when a file names none: the 0.5-99.5 percentiles."""
+    low, high = np.percentile(values, _PERCENTILE_WINDOW)
+    return float(low), float(high)
+
+
 def window_to_uint8(values: np.ndarray, center: float | None, width: float | None) -> np.ndarray:
     """Map values through a display window to uint8; without one, the 0.5-99.5 percentile range.
 
@@ -334,7 +340,7 @@ def window_to_uint8(values: np.ndarray, center: float | None, width: float | Non
     if center is not None and width is not None and width > 0:
         low, high = center - width / 2.0, center + width / 2.0
     else:
-        low, high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+        low, high = percentile_window(values)
     if high <= low:  # a flat frame: keep it flat rather than dividing by zero
         high = low + 1.0
     scaled = np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)
@@ -535,11 +541,11 @@ def _ensure_transfer_syntax(ds) -> None:
 
 def _dicom_gray(ds, frame: np.ndarray, index: int, invert: bool) -> np.ndarray:
     """Rescale (slope/intercept), window and scale one grayscale frame to uint8."""
-    slope = _frame_number(ds, index, "PixelValueTransformationSequence", "RescaleSlope", 1.0)
-    intercept = _frame_number(ds, index, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
+    slope = dicom_number(ds, index, "PixelValueTransformationSequence", "RescaleSlope", 1.0)
+    intercept = dicom_number(ds, index, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
     values = frame.astype(np.float64) * slope + intercept
-    center = _frame_number(ds, index, "FrameVOILUTSequence", "WindowCenter", None)
-    width = _frame_number(ds, index, "FrameVOILUTSequence", "WindowWidth", None)
+    center = dicom_number(ds, index, "FrameVOILUTSequence", "WindowCenter", None)
+    width = dicom_number(ds, index, "FrameVOILUTSequence", "WindowWidth", None)
     gray = window_to_uint8(values, center, width)
     # MONOCHROME1 means the lowest value is displayed white.
     return 255 - gray if invert else gray
@@ -562,8 +568,9 @@ def _dicom_color(ds, frame: np.ndarray, photometric: str) -> np.ndarray:
     return np.rint(np.clip(frame.astype(np.float64) * (255.0 / top), 0, 255)).astype(np.uint8)
 
 
-def _frame_number(ds, index: int, group: str, keyword: str, default: float | None) -> float | None:
-    """Read a numeric attribute from the top level, else the per-frame or shared functional group."""
+def dicom_number(ds, index: int, group: str, keyword: str, default: float | None) -> float | None:
+    """A numeric attribute of frame `index`: the top level, else the per-frame or shared functional
+    group; the first of several values; `default` when absent, not a number or not finite."""
     value = ds.get(keyword)
     if value is None:
         places = (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0))

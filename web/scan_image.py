@@ -9,7 +9,6 @@ widening it shows detail the default window clipped; 8-bit images are windowed o
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +16,8 @@ import cv2
 import numpy as np
 
 from config.storage import blob_path
-from training.decode import DecodeError, decode_bytes, sniff_format
-
-# The same robust range the decoder uses when a DICOM names no window.
-_PERCENTILE_WINDOW = (0.5, 99.5)
+from training.decode import (DecodeError, decode_bytes, dicom_number, percentile_window, sniff_format,
+                             window_to_uint8)
 
 
 @dataclass(frozen=True)
@@ -87,14 +84,14 @@ def _dicom_picture(data: bytes, frame: int, image: np.ndarray, invert: bool) -> 
     frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
     if frames > 1:
         pixels = pixels[min(max(frame, 0), frames - 1)]
-    slope = _number(ds, frame, "PixelValueTransformationSequence", "RescaleSlope", 1.0)
-    intercept = _number(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
+    slope = dicom_number(ds, frame, "PixelValueTransformationSequence", "RescaleSlope", 1.0)
+    intercept = dicom_number(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
     values = pixels.astype(np.float64) * slope + intercept
     low, high = float(values.min()), float(values.max())
-    center = _number(ds, frame, "FrameVOILUTSequence", "WindowCenter", None)
-    width = _number(ds, frame, "FrameVOILUTSequence", "WindowWidth", None)
+    center = dicom_number(ds, frame, "FrameVOILUTSequence", "WindowCenter", None)
+    width = dicom_number(ds, frame, "FrameVOILUTSequence", "WindowWidth", None)
     if center is None or width is None or width <= 0:
-        p_low, p_high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+        p_low, p_high = percentile_window(values)
         center, width = (p_low + p_high) / 2.0, max(p_high - p_low, 1.0)
     return Picture(values=values, default_image=image, center=center, width=width, low=low,
                    high=max(high, low + 1.0), invert=invert, source="DICOM", stored_values=True)
@@ -109,36 +106,12 @@ def _deep_picture(data: bytes, image: np.ndarray, kind: str) -> Picture | None:
         # gray + alpha, or BGR(A): drop alpha like the decoder, and show colour in RGB order
         raw = raw[..., 0] if raw.shape[2] == 2 else cv2.cvtColor(np.ascontiguousarray(raw[..., :3]), cv2.COLOR_BGR2RGB)
     values = raw.astype(np.float64)
-    p_low, p_high = (float(v) for v in np.percentile(values, _PERCENTILE_WINDOW))
+    p_low, p_high = percentile_window(values)
     low, high = float(values.min()), float(values.max())
     return Picture(values=values, default_image=image, center=(p_low + p_high) / 2.0,
                    width=max(p_high - p_low, 1.0), low=low, high=max(high, low + 1.0),
                    source=f"{kind.upper()}, {'float' if raw.dtype.kind == 'f' else f'{raw.dtype.itemsize * 8}-bit'}",
                    stored_values=True)
-
-
-def _number(ds, frame: int, group: str, keyword: str, default: float | None) -> float | None:
-    """A numeric attribute from the top level, else the frame's or the shared functional group."""
-    value = ds.get(keyword)
-    if value is None:
-        for container, item in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-            seq = ds.get(container)
-            if seq is not None and len(seq) > item and group in seq[item] and len(seq[item][group]) > 0:
-                value = seq[item][group][0].get(keyword)
-                if value is not None:
-                    break
-    if value is None or value == "":
-        return default
-    if not isinstance(value, (str, int, float)):
-        try:
-            value = value[0]  # several windows offered: the first is the primary one
-        except (TypeError, IndexError):
-            return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) else default
 
 
 def windowed(picture: Picture, center: float | None, width: float | None) -> np.ndarray:
@@ -147,9 +120,7 @@ def windowed(picture: Picture, center: float | None, width: float | None) -> np.
         return picture.default_image
     center = picture.center if center is None else center
     width = max(picture.width if width is None else width, 1e-6)
-    low = center - width / 2.0
-    scaled = np.clip((picture.values - low) * (255.0 / width), 0.0, 255.0)
-    out = np.rint(scaled).astype(np.uint8)
+    out = window_to_uint8(picture.values, center, width)
     return 255 - out if picture.invert else out
 
 
