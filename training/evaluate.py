@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,7 @@ class EvaluationError(ValueError):
     """The labelled data does not fit the bundle (unknown classes, nothing decodable)."""
 
 
-def _labels_for(items, kept: list[int], classes: list[str]) -> np.ndarray:
+def labels_for(items, kept: list[int], classes: list[str]) -> np.ndarray:
     """Class indices in the bundle's encoder order; unknown class folders are an error."""
     unknown = sorted({item.label for item in items} - set(classes))
     if unknown:
@@ -47,6 +49,31 @@ def engine_probabilities(engine, images: np.ndarray, progress: ProgressFn | None
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
+@dataclass
+class Served:
+    """A bundle's answers on decoded images as the workers serve them, and without its temperatures."""
+
+    engine: Any
+    precision: str  # the precision the setting resolved to
+    probs: dict[str, np.ndarray]  # calibrated, per model and 'ensemble'
+    uncalibrated: dict[str, np.ndarray]
+    names: list[str]  # the models present, then 'ensemble'
+
+
+def serve_images(bundle_dir: str | Path, images: np.ndarray, precision: str = "float32", batch_size: int = 32,
+                 progress: ProgressFn | None = None) -> Served:
+    """Run the bundle's engine at a worker's precision setting over decoded images, one pass."""
+    from models.engine import InferenceEngine
+    from models.precision import resolve_precision
+
+    used = resolve_precision(precision)
+    engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
+    raw = engine_probabilities(engine, images, progress, raw=True)
+    probs, uncalibrated = engine.calibrated(raw), engine.uncalibrated(raw)
+    names = [n for n in engine.model_names if n in probs] + ["ensemble"]
+    return Served(engine, used, probs, uncalibrated, names)
+
+
 def evaluate_bundle(
     bundle_dir: str | Path,
     data: str | Path,
@@ -63,7 +90,6 @@ def evaluate_bundle(
     """
     from models.bundle import verify_bundle
     from models.engine import InferenceEngine
-    from models.precision import resolve_precision
     from training.overlap import training_overlap
     from training.calibration import model_metrics, reliability_bins
     from training.datasets import list_labelled, load_image_array
@@ -75,17 +101,15 @@ def evaluate_bundle(
     classes = [str(c) for c in manifest["classes"]]
     items = list_labelled(data)
     # Check class folders before loading networks or decoding: a wrong folder fails fast.
-    _labels_for(items, [], classes)
+    labels_for(items, [], classes)
     skipped: dict[int, str] = {}
     images, kept = load_image_array(items, int(manifest["image_size"]), on_error="skip", skipped=skipped)
     if len(kept) == 0:
         raise EvaluationError(f"none of the {len(items)} files in {data} could be decoded")
-    y_true = _labels_for(items, kept, classes)
-    used = resolve_precision(precision)
-    engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
-    raw = engine_probabilities(engine, images, progress, raw=True)
-    probs, uncalibrated = engine.calibrated(raw), engine.uncalibrated(raw)
-    names = [n for n in engine.model_names if n in probs] + ["ensemble"]
+    y_true = labels_for(items, kept, classes)
+    served = serve_images(bundle_dir, images, precision, batch_size, progress)
+    engine, used, probs, uncalibrated, names = (served.engine, served.precision, served.probs,
+                                                served.uncalibrated, served.names)
     agreement = None
     if used != "float32":
         reference = engine_probabilities(InferenceEngine.from_bundle(bundle_dir, batch_size=batch_size), images)
@@ -181,7 +205,7 @@ def score_bundles(
     for name, path in bundles.items():
         try:
             manifest = verify_bundle(path)
-            _labels_for(items, [], [str(c) for c in manifest["classes"]])
+            labels_for(items, [], [str(c) for c in manifest["classes"]])
         except Exception as exc:  # a bundle that cannot be scored is reported, not fatal
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
@@ -207,7 +231,7 @@ def score_bundles(
         if not order:
             results[name] = {"error": f"none of the {len(items)} evaluation scans could be decoded"}
             continue
-        y_true = _labels_for(items, order, classes)
+        y_true = labels_for(items, order, classes)
         step = list(manifests).index(name)
         try:
             engine = InferenceEngine.from_bundle(bundles[name], precision=precision, batch_size=batch_size)

@@ -38,11 +38,9 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
     images' thumbnails (training.similarity.thumbnails) and labels. Writes nothing.
     """
     from models.bundle import verify_bundle
-    from models.engine import InferenceEngine
-    from models.precision import resolve_precision
     from training.datasets import load_image_array
     from training.calibration import model_metrics
-    from training.evaluate import _labels_for, calibration_summary, engine_probabilities
+    from training.evaluate import calibration_summary, labels_for, serve_images
     from training.metrics import classification_metrics
     from training.similarity import nearest_cosine, thumbnails
 
@@ -51,13 +49,10 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
     images, kept = load_image_array(test_items, int(manifest["image_size"]), on_error="skip")
     if len(kept) == 0:
         return {"images": 0, "error": "no test image could be decoded"}
-    y_true = _labels_for(test_items, kept, classes)
-    used = resolve_precision(precision)
-    engine = InferenceEngine.from_bundle(bundle_dir, precision=used, batch_size=batch_size)
-    raw = engine_probabilities(engine, images, progress, raw=True)
-    probs, uncalibrated = engine.calibrated(raw), engine.uncalibrated(raw)
-    names = [n for n in engine.model_names if n in probs] + ["ensemble"]
-    metrics = {n: model_metrics(y_true, probs[n], classes) for n in names}
+    y_true = labels_for(test_items, kept, classes)
+    served = serve_images(bundle_dir, images, precision, batch_size, progress)
+    probs = served.probs
+    metrics = {n: model_metrics(y_true, probs[n], classes) for n in served.names}
     neighbour, cosine = nearest_cosine(thumbnails(images), np.asarray(train_thumbs, dtype=np.float32))
     baseline = np.asarray(train_labels)[neighbour] if len(train_thumbs) else np.full(len(y_true), -1)
     metrics["nearest_neighbour_baseline"] = classification_metrics(
@@ -67,10 +62,10 @@ def score_test_part(bundle_dir: str | Path, test_items: list, train_thumbs: np.n
     return {
         "images": int(len(y_true)),
         "files_skipped": len(test_items) - len(set(kept)),
-        "precision": used,
+        "precision": served.precision,
         "models": metrics,
         # ECE/Brier without the temperatures, and the review rule's coverage and accepted accuracy.
-        **calibration_summary(engine, y_true, probs, uncalibrated),
+        **calibration_summary(served.engine, y_true, probs, served.uncalibrated),
         "near_copy_cosine": NEAR_COPY_REPORT_COSINE,
         "with_near_copy_in_training": _subset(y_true, predicted, near),
         "without_near_copy_in_training": _subset(y_true, predicted, ~near),

@@ -106,7 +106,7 @@ def calibrate_bundle(bundle_dir: str | Path, data: str | Path, out: str | Path,
     from models.engine import InferenceEngine
     from training.calibration import fit_calibration, model_metrics
     from training.datasets import load_image_array
-    from training.evaluate import _labels_for, engine_probabilities
+    from training.evaluate import engine_probabilities, labels_for
 
     source = Path(bundle_dir)
     manifest = verify_bundle(source)
@@ -116,7 +116,7 @@ def calibrate_bundle(bundle_dir: str | Path, data: str | Path, out: str | Path,
     size = int(manifest["image_size"])
     val_items, _, test_items = validation_items(source, data)
     images, kept = load_image_array(val_items, size, on_error="skip")
-    y_val = _labels_for(val_items, kept, classes)
+    y_val = labels_for(val_items, kept, classes)
     engine = InferenceEngine.from_bundle(source, batch_size=batch_size)
     names = list(engine.model_names)
     raw = engine_probabilities(engine, images, progress, raw=True)
@@ -153,10 +153,10 @@ def _score_test(engine, new_manifest: Mapping[str, Any], items: list, classes: l
     from models.calibration import Calibration, normalised_weights, served_probabilities
     from training.calibration import brier_score, ece_noise_floor, expected_calibration_error, triage_report
     from training.datasets import load_image_array
-    from training.evaluate import _labels_for, engine_probabilities
+    from training.evaluate import engine_probabilities, labels_for
 
     images, kept = load_image_array(items, size, on_error="skip")
-    y = _labels_for(items, kept, classes)
+    y = labels_for(items, kept, classes)
     raw = engine_probabilities(engine, images, progress, raw=True)
     names = list(engine.model_names)
     served = {"before": engine.calibrated(raw),
