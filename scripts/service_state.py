@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from config.settings import load_settings
 from db.models import Job, ModelVersion, TrainingRun
@@ -39,9 +39,11 @@ def read_state(env: Mapping[str, str]) -> ServiceState:
     engine = make_engine(database_url(env))
     try:
         with make_session_factory(engine)() as session:
-            manifests = session.scalars(select(ModelVersion.manifest)).all()
-            versions = len(manifests)
-            full_versions = sum(1 for m in manifests if (m or {}).get("profile") != "quick")
+            versions = session.scalar(select(func.count()).select_from(ModelVersion)) or 0
+            # Counted in the database: the watcher polls every few seconds, manifests are large.
+            profile = ModelVersion.manifest["profile"].as_string()
+            full_versions = session.scalar(select(func.count()).select_from(ModelVersion).where(
+                or_(profile.is_(None), profile != "quick"))) or 0
             active = session.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
             recent = session.execute(
                 select(TrainingRun.id, TrainingRun.status, TrainingRun.stage, TrainingRun.progress,

@@ -49,3 +49,22 @@ def test_describe_reports_changes_once():
                                                       "training run #2 succeeded"]
     failed = ServiceState(runs={3: ("failed", "", 0.0, "ValueError: no data")})
     assert watcher.describe(done, failed, now=102) == ["training run #3 failed: ValueError: no data"]
+
+
+def _versions_with_profiles(url: str) -> None:
+    upgrade(url)
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        for index, manifest in enumerate([{"profile": "quick"}, {"profile": "quick"}, {"profile": "full"}, {}]):
+            session.add(ModelVersion(digest=str(index) * 64, bundle_path=f"/b{index}", manifest=manifest,
+                                     backbone_weights="none", status="retired"))
+        session.commit()
+    engine.dispose()
+
+
+def test_full_versions_leave_out_quick_ones_on_sqlite_and_postgres(tmp_path, postgres_url):
+    """make run queues the full first run again while only quick versions exist."""
+    for url in (f"sqlite:///{tmp_path / 'service.db'}", postgres_url):
+        _versions_with_profiles(url)
+        state = read_state({"DATA_DIR": str(tmp_path), "DATABASE_URL": url, "APP_ENV": "development"})
+        assert (state.versions, state.full_versions) == (4, 2), url  # "full" and a manifest without profile
