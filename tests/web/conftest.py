@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -86,3 +87,16 @@ def active_version(app) -> int:
         s.add(version)
         s.commit()
         return version.id
+
+
+@pytest.fixture()
+def live_server(app):
+    """The app served by werkzeug on a free local port, in a thread."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from tasks import explain
-from test_browser import live_server  # noqa: F401  (fixture)
 from test_browser_pages import _login, _shoot, _wait, browser  # noqa: F401  (fixture)
 from test_web_explanations import classified  # noqa: F401  (fixture)
 from web_helpers import queued_messages

@@ -22,7 +22,6 @@ from sqlalchemy import select
 
 from db.models import Job, Prediction, Scan
 from tasks.jobs import refresh_job
-from test_browser import live_server  # noqa: F401  (fixture)
 from test_browser_pages import _login, _shoot, _wait, browser  # noqa: F401  (fixture)
 from web_helpers import png_bytes, upload_data
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from db.models import ModelVersion, Prediction, Scan, TrainingRun
 from tests.helpers.bad_inputs import dicom_bytes
-from test_browser import CHROMEDRIVER, CHROMIUM, live_server  # noqa: F401  (fixture)
+from browser_helpers import blocked_content, chromium
 from web_helpers import png_bytes, upload_data
 
 pytestmark = pytest.mark.browser
@@ -30,23 +30,9 @@ PASSWORD = "a long password"
 @pytest.fixture()
 def browser():
     """Headless Chromium keeping the console log (CSP violations are reported there)."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--hide-scrollbars", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = chromium(keep_console=True, hide_scrollbars=True)
     yield driver
-    blocked = [e["message"] for e in driver.get_log("browser")
-               if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+    blocked = blocked_content(driver)
     driver.quit()
     assert blocked == []
 

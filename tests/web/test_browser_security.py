@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from db.models import ModelVersion
-from test_browser import CHROMEDRIVER, CHROMIUM, live_server  # noqa: F401  (fixture)
+from browser_helpers import blocked_content, chromium
 
 pytestmark = pytest.mark.browser
 SCREENSHOT = Path("/tmp/mri_web_models_page.png")
@@ -16,20 +16,7 @@ SCREENSHOT = Path("/tmp/mri_web_models_page.png")
 @pytest.fixture()
 def browser():
     """Headless Chromium that keeps the console log (CSP violations are reported there)."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = chromium(keep_console=True)
     yield driver
     driver.quit()
 
@@ -71,8 +58,5 @@ def test_models_page_activates_and_logout_works_under_the_csp(app, live_server, 
     browser.get(live_server + "/models")
     wait.until(ec.presence_of_element_located((By.ID, "login")))  # logged out: back to the login form
 
-    log = browser.get_log("browser")
-    blocked = [e["message"] for e in log
-               if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
-    assert blocked == []
+    assert blocked_content(browser) == []
     assert SCREENSHOT.stat().st_size > 10_000

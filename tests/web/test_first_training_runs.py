@@ -5,7 +5,6 @@ from sqlalchemy import select
 
 from db.models import TrainingRun
 from scripts.run_local import maybe_queue_training
-from test_browser import live_server  # noqa: F401  (fixture: the app on a local port)
 from tests.helpers.labelled_folder import write_labelled_folder
 from web_helpers import queued_messages
 
