@@ -69,15 +69,30 @@ def plot_accuracy_comparison(accuracies: Mapping[str, float], path: str | Path) 
     return Path(path)
 
 
+def _panel_grid(plt, panels: int, panel_height: float):
+    """A figure with up to three 4-inch-wide panels per row, enough rows for `panels`."""
+    cols = min(3, max(1, panels))
+    rows = max(1, int(np.ceil(panels / cols)))
+    return plt.subplots(rows, cols, figsize=(4 * cols, panel_height * rows), squeeze=False)
+
+
+def _save_panels(plt, fig, axes, used: int, path: str | Path) -> Path:
+    """Blank the panels past `used`, write the figure as PNG, close it; return the path."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_roc_curves(
     curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], path: str | Path
 ) -> Path:
     """One panel per model with a one-vs-rest ROC curve per class; return the PNG path."""
     plt = _pyplot()
     names = list(curves)
-    cols = min(3, max(1, len(names)))
-    rows = max(1, int(np.ceil(len(names) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = _panel_grid(plt, len(names), panel_height=3.6)
     for ax, name in zip(axes.flat, names):
         for label, (fpr, tpr) in curves[name].items():
             ax.plot(fpr, tpr, label=label)
@@ -86,12 +101,7 @@ def plot_roc_curves(
         ax.set_xlabel("False positive rate")
         ax.set_ylabel("True positive rate")
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save_panels(plt, fig, axes, len(names), path)
 
 
 def plot_training_history(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path) -> Path:
@@ -124,9 +134,7 @@ def plot_reliability_diagram(calibrated: Mapping[str, Sequence[dict]], uncalibra
     as served (bars) and without the bundle's temperatures (dashed), beside the diagonal."""
     plt = _pyplot()
     names = list(calibrated)
-    cols = min(3, max(1, len(names)))
-    rows = max(1, int(np.ceil(len(names) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = _panel_grid(plt, len(names), panel_height=3.8)
     for ax, name in zip(axes.flat, names):
         bins = [b for b in calibrated[name] if b["count"]]
         ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
@@ -142,9 +150,4 @@ def plot_reliability_diagram(calibrated: Mapping[str, Sequence[dict]], uncalibra
         ax.set_xlabel("Confidence (top label)")
         ax.set_ylabel("Accuracy")
         ax.legend(fontsize=7, loc="upper left")
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save_panels(plt, fig, axes, len(names), path)
