@@ -11,13 +11,13 @@ import platform
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from models import ESTIMATOR_NAMES, NETWORK_NAMES
 from models.backbones import file_digest
-from models.preprocessing_record import PreprocessingMismatch, check_preprocessing, preprocessing_record
+from models.preprocessing_record import (PreprocessingMismatch, check_preprocessing, installed_versions,
+                                         preprocessing_record)
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +61,7 @@ def _sha256(data: bytes) -> str:
 
 def package_versions() -> dict[str, str]:
     """Return installed versions of the packages that decide whether a bundle loads."""
-    versions = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return {"python": platform.python_version(), **installed_versions(_PACKAGES)}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

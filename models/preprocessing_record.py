@@ -45,15 +45,20 @@ class PreprocessingMismatch(ValueError):
     """A bundle's models were trained with preprocessing this code cannot reproduce."""
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decode and resize images."""
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """{distribution: version} of those of `names` that are installed."""
     versions = {}
-    for name in _LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that decode and resize images."""
+    return installed_versions(_LIBRARIES)
 
 
 def preprocessing_record(models: list[str]) -> dict[str, Any]:
