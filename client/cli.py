@@ -49,6 +49,13 @@ def err(message: str) -> None:
 # --------------------------------------------------------------------------- arguments
 
 
+def _either(parser: argparse.ArgumentParser, dest: str, yes: tuple[str, str], no: tuple[str, str]) -> None:
+    """Two exclusive flags setting the API filter `dest` to "true" or "false": (flag, help) each."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(yes[0], action="store_const", const="true", dest=dest, help=yes[1])
+    group.add_argument(no[0], action="store_const", const="false", dest=dest, help=no[1])
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(
@@ -107,21 +114,13 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--study", help="exact study name")
     results.add_argument("--since", metavar="TIME", help="classified at or after (ISO 8601)")
     results.add_argument("--until", metavar="TIME", help="classified at or before (ISO 8601)")
-    reviewed = results.add_mutually_exclusive_group()
-    reviewed.add_argument("--reviewed", action="store_const", const="true", dest="reviewed",
-                          help="only scans with a current review")
-    reviewed.add_argument("--not-reviewed", action="store_const", const="false", dest="reviewed",
-                          help="only scans without one")
-    agree = results.add_mutually_exclusive_group()
-    agree.add_argument("--disagrees", action="store_const", const="true", dest="disagrees",
-                       help="reviewed label differs from the ensemble's")
-    agree.add_argument("--agrees", action="store_const", const="false", dest="disagrees",
-                       help="reviewed label agrees with the ensemble's")
-    queue = results.add_mutually_exclusive_group()
-    queue.add_argument("--needs-review", action="store_const", const="true", dest="needs_review",
-                       help="only scans the review rule flagged (low calibrated confidence or too few models agree)")
-    queue.add_argument("--accepted", action="store_const", const="false", dest="needs_review",
-                       help="only scans the review rule accepted")
+    _either(results, "reviewed", ("--reviewed", "only scans with a current review"),
+            ("--not-reviewed", "only scans without one"))
+    _either(results, "disagrees", ("--disagrees", "reviewed label differs from the ensemble's"),
+            ("--agrees", "reviewed label agrees with the ensemble's"))
+    _either(results, "needs_review",
+            ("--needs-review", "only scans the review rule flagged (low calibrated confidence or too few models agree)"),
+            ("--accepted", "only scans the review rule accepted"))
     output = results.add_mutually_exclusive_group()
     output.add_argument("--csv", metavar="FILE", help="write CSV to FILE (- for stdout)")
     output.add_argument("--json", action="store_true", help="print JSON")
