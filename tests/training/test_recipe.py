@@ -24,6 +24,7 @@ def _options(tmp_path, **kw):
         ({"views": -1}, "views"),
         ({"cnn_variant": "huge"}, "cnn-variant"),
         ({"val_fraction": 0.0}, "val-fraction"),
+        ({"near_copy_threshold": 1.5}, "near-copy-threshold"),
     ],
 )
 def test_bad_options_are_refused_with_a_reason(tmp_path, kw, message):
