@@ -81,7 +81,7 @@ class Supervisor:
         first, so the new one never shares a port or a queue with a half-dead predecessor.
         """
         _signal_group(child.pgid, signal.SIGKILL)
-        child.process.poll()
+        _wait_gone(child, 10)  # a killed process lingers until it is reaped
         if child.log_handle:
             child.log_handle.close()
         index = self.children.index(child)
@@ -112,21 +112,24 @@ class Supervisor:
 
     def _stop(self, child: Child, grace_s: float, first_signal: int) -> bool:
         _signal_group(child.pgid, first_signal)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            child.process.poll()  # reap the leader so it does not linger as a zombie
-            if not group_alive(child.pgid):
-                return True
-            time.sleep(0.1)
+        if _wait_gone(child, grace_s):
+            return True
         logger.warning("%s did not stop within %.0f s; killing its process group", child.name, grace_s)
         _signal_group(child.pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            child.process.poll()
-            if not group_alive(child.pgid):
-                break
-            time.sleep(0.1)
+        _wait_gone(child, 10)
         return False
+
+
+def _wait_gone(child: Child, seconds: float) -> bool:
+    """Wait until no process of the child's group is left; False if some still is after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        child.process.poll()  # reap the leader so it does not linger as a zombie
+        if not group_alive(child.pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def tail(path: Path | None, lines: int = 25) -> str:
