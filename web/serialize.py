@@ -105,7 +105,32 @@ def model_version_json(version: ModelVersion, run: TrainingRun | None = None) ->
         "metrics": version.metrics or {}, "ensemble_weights": manifest.get("ensemble_weights"),
         "evaluation": version.evaluation, "training_data": training_data_json(version, run),
         "training_run": run.id if run is not None else None,
+        # "quick" marks the stopgap first model make run trains before the full one.
+        "profile": manifest.get("profile", "full"), "notes": manifest.get("notes") or "",
+        "calibration": _calibration_json(manifest), "triage": _triage_json(manifest),
     }
+
+
+def _calibration_json(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The temperatures the engine applies, or None for an uncalibrated bundle."""
+    block = manifest.get("calibration")
+    if not block:
+        return None
+    return {"temperatures": block.get("temperatures") or {},
+            "ensemble_temperature": (block.get("ensemble") or {}).get("temperature", 1.0)}
+
+
+def _triage_json(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The review rule the engine applies (threshold, agreement, target), or None for a bundle without one."""
+    block = manifest.get("triage")
+    if not block:
+        return None
+    validation = block.get("validation") or {}
+    return {"target_accuracy": block.get("target_accuracy"),
+            "confidence_threshold": block.get("confidence_threshold"),
+            "min_agreement": block.get("min_agreement"), "target_reached": block.get("target_reached"),
+            "validation_coverage": validation.get("coverage"),
+            "validation_accepted_accuracy": validation.get("accepted_accuracy")}
 
 
 def training_run_json(run: TrainingRun) -> dict[str, Any]:

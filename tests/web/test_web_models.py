@@ -137,3 +137,28 @@ def test_a_job_waiting_for_the_first_model_names_the_run_under_way(client, auth,
     session.commit()
     detail = client.get(f"/api/v1/jobs/{job_id}", headers=auth("viewer")).get_json()["detail"]
     assert f"training run #{queued.id} is queued" in detail
+
+
+def test_a_quick_model_and_its_calibration_are_named_in_the_api_and_on_the_page(client, auth, session):
+    version = ModelVersion(
+        digest="q" * 64, bundle_path="/b/q", backbone_weights="none", status="active",
+        manifest={"classes": ["glioma", "notumor"], "image_size": 64, "profile": "quick",
+                  "notes": "quick first model (64 px)",
+                  "calibration": {"temperatures": {"custom_cnn": 1.7, "svm": 0.8}, "ensemble": {"temperature": 1.25}},
+                  "triage": {"target_accuracy": 0.995, "confidence_threshold": 0.973, "min_agreement": 4,
+                             "target_reached": True, "validation": {"coverage": 0.81, "accepted_accuracy": 0.996}}})
+    plain = ModelVersion(digest="p" * 64, bundle_path="/b/p", backbone_weights="none", status="retired",
+                         manifest={"classes": ["glioma", "notumor"], "image_size": 128})
+    session.add_all([version, plain])
+    session.commit()
+    models = {m["id"]: m for m in client.get("/api/v1/models", headers=auth("viewer")).get_json()["models"]}
+    quick, full = models[version.id], models[plain.id]
+    assert quick["profile"] == "quick" and quick["notes"].startswith("quick first model")
+    assert quick["calibration"] == {"temperatures": {"custom_cnn": 1.7, "svm": 0.8}, "ensemble_temperature": 1.25}
+    assert quick["triage"]["confidence_threshold"] == 0.973 and quick["triage"]["validation_coverage"] == 0.81
+    assert full["profile"] == "full" and full["calibration"] is None and full["triage"] is None
+    page = client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+    card = page.split(f'id="version-{version.id}"')[1].split("</article>")[0]
+    assert "quick first model" in card and "0.973" in card and "81.0 % accepted" in card and "1.25" in card
+    other = page.split(f'id="version-{plain.id}"')[1].split("</article>")[0]
+    assert "quick first model" not in other and "not calibrated" in other

@@ -15,3 +15,12 @@ def test_warm_start_and_profile_are_accepted_and_unknown_fields_still_refused(cl
     response = client.post("/api/v1/training-runs", json={"params": {"warm_start": True}, "profile": "quick"},
                            headers=auth("admin"))
     assert response.status_code == 422
+
+
+def test_a_bad_warm_start_or_profile_value_is_refused_before_anything_is_queued(client, auth, session, broker):
+    for params, word in (({"warm_start": "yes"}, "warm_start"), ({"profile": "fast"}, "profile"),
+                         ({"warm_start": 1}, "warm_start")):
+        response = client.post("/api/v1/training-runs", json={"params": params}, headers=auth("admin"))
+        assert response.status_code == 422, params
+        assert response.get_json()["error"] == "bad_params" and word in response.get_json()["detail"]
+    assert session.query(TrainingRun).count() == 0

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db.models import AuditEvent, ModelVersion, TrainingRun
 from tasks.dispatch import dispatch_waiting_jobs, enqueue_training
-from tasks.train import ALLOWED_PARAMS
+from tasks.train import ALLOWED_PARAMS, check_param_values
 from tasks.versions import activate_version
 from web.api import bp
 from web.auth import current_user
@@ -65,6 +65,11 @@ def _training_params(body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(422, "bad_params", 'send JSON {"params": {name: value}} with plain values, or no body')
     if params.get("backbone_weights") is not None:
         check_backbone_weights(str(params["backbone_weights"]), app_state().settings)
+    try:
+        check_param_values(params)
+    except ValueError as error:
+        # Refused here rather than by the worker, so a typo never costs a queued run.
+        raise ApiError(422, "bad_params", str(error)) from None
     return params
 
 
