@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from models import ESTIMATOR_NAMES, MODEL_NAMES
+from models.calibration import Calibration
 from models.preprocess import preprocess_for, resize_image
 
 # The overlay keeps the picture where the heat is low: each pixel blends the colour map in by
@@ -31,7 +32,7 @@ class Explanation:
 
     model: str
     label: str  # the class explained: the one this model predicted
-    confidence: float  # that model's probability for it
+    confidence: float  # that model's calibrated probability for it (as the engine serves it)
     heatmap: np.ndarray  # float32 [h, w] in [0, 1], on the explained feature map's grid
     layer: str  # the explained network layer, e.g. "resnet50/conv5_block3_out"
     via: str | None = None  # "resnet50" when an SVM / Random Forest is explained through it
@@ -46,6 +47,7 @@ class Explainer:
         self.classes: list[str] = list(bundle.classes)
         self.image_size: int = int(bundle.image_size)
         self._splits: dict[str, Any] = {}
+        self._calibration = Calibration.from_manifest(getattr(bundle, "manifest", None) or {})
 
     @property
     def model_names(self) -> list[str]:
@@ -59,8 +61,8 @@ class Explainer:
             self._splits[network] = split_network(self.bundle.networks[network])
         return self._splits[network]
 
-    def _estimator_class(self, name: str, inputs: np.ndarray) -> tuple[int, float]:
-        """(class index in the bundle's order, probability) the SVM / RF predicts from ResNet50 features."""
+    def _estimator_class(self, name: str, inputs: np.ndarray) -> tuple[int, np.ndarray]:
+        """(class index in the bundle's order, probability row) the SVM / RF predicts from ResNet50 features."""
         import keras
 
         from models.architectures import FEATURES_LAYER
@@ -76,7 +78,7 @@ class Explainer:
         cls = estimator.classes_[column]
         # An estimator's columns follow its own classes_ (encoded ints, or names), as in the engine.
         index = self.classes.index(cls) if isinstance(cls, str) else int(cls)
-        return index, float(proba[column])
+        return index, proba
 
     def explain(self, image: np.ndarray, model: str) -> Explanation:
         """Explain a uint8 RGB (or grayscale) image of any size with one of the bundle's models."""
@@ -88,12 +90,15 @@ class Explainer:
         network = "resnet50" if model in ESTIMATOR_NAMES else model
         inputs = preprocess_for(network, batch)
         if model in ESTIMATOR_NAMES:
-            index, confidence = self._estimator_class(model, inputs)
+            index, row = self._estimator_class(model, inputs)
             cam = grad_cam(self._split(network), inputs, class_index=index)
         else:
             cam = grad_cam(self._split(network), inputs)
             index = int(cam.class_index[0])
-            confidence = float(cam.probabilities[0, index])
+            row = np.asarray(cam.probabilities[0], dtype=np.float32)
+        # The bundle's temperature for this model, as the engine applies it; scaling keeps the
+        # order of the classes, so the top class of the row is still `index`.
+        confidence = float(np.max(self._calibration.member(model, row[None])[0]))
         return Explanation(model=model, label=self.classes[index], confidence=confidence,
                            heatmap=cam.heatmaps[0], layer=cam.layer,
                            via=network if model in ESTIMATOR_NAMES else None)

@@ -98,6 +98,30 @@ def test_every_model_of_the_bundle_is_explained_for_the_class_it_predicted(expla
             assert heat.min() >= 0.0 and heat.max() <= 1.0 and heat.max() in (0.0, 1.0)
 
 
+def test_the_confidence_beside_a_heatmap_is_the_calibrated_one_the_engine_serves(tiny_bundle):
+    import copy
+
+    from models.bundle import load_bundle
+    from models.engine import InferenceEngine
+    from models.explain import Explainer
+
+    bundle = copy.copy(load_bundle(tiny_bundle))
+    temperatures = {"resnet50": 3.0, "vgg16": 0.5, "custom_cnn": 2.0, "svm": 4.0, "random_forest": 0.7}
+    bundle.manifest = {**bundle.manifest, "calibration": {"temperatures": temperatures,
+                                                          "ensemble": {"temperature": 1.5}}}
+    engine, explainer = InferenceEngine(bundle), Explainer(bundle)
+    image = synthetic_images(per_class=1, image_size=32, seed=9)[0][0]
+    result = engine.classify([image])[0]["predictions"]
+    for name in temperatures:
+        explanation = explainer.explain(image, name)
+        served = result[name]["probabilities"][explanation.label]
+        assert explanation.confidence == pytest.approx(served, abs=1e-4), name
+    # The premise: the temperatures move the served confidence away from the raw one.
+    raw = InferenceEngine(load_bundle(tiny_bundle)).classify([image])[0]["predictions"]
+    assert any(abs(raw[n]["probabilities"][result[n]["label"]] - result[n]["probabilities"][result[n]["label"]]) > 0.01
+               for n in temperatures)
+
+
 def test_unknown_model_is_refused(explainer):
     with pytest.raises(KeyError, match="ensemble"):
         explainer.explain(np.zeros((32, 32, 3), np.uint8), "ensemble")
