@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, JSONType, UTCDateTime, utcnow
@@ -113,6 +113,10 @@ class Prediction(Base):
     __table_args__ = (
         UniqueConstraint("scan_id", "model_version_id", "model_name"),
         Index("ix_predictions_model_label", "model_name", "label"),
+        # The review queue: the few ensemble rows the triage rule flagged (migration 0007).
+        Index("ix_predictions_review_queue", "scan_id", "model_version_id",
+              postgresql_where=text("model_name = 'ensemble' AND needs_review IS true"),
+              sqlite_where=text("model_name = 'ensemble' AND needs_review IS true")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
