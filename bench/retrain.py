@@ -85,7 +85,7 @@ def _options(args: argparse.Namespace, out: Path, **extra):
                         warm_start_epochs=args.warm_epochs or DEFAULT_WARM_START_EPOCHS, **extra)
 
 
-def _train(name: str, options, items: list) -> dict:
+def _train(name: str, options, items: list, held_out: list) -> dict:
     from training.recipe import train_bundle
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -93,7 +93,8 @@ def _train(name: str, options, items: list) -> dict:
             logger.info("%s [%s %3.0f%%] %s", name, stage, fraction * 100, message)
 
     started, cpu = time.perf_counter(), time.process_time()
-    manifest = train_bundle(options, progress, items=items, evaluation_held_out=True)
+    # As the service's runs do: near copies of evaluation scans are dropped from training.
+    manifest = train_bundle(options, progress, items=items, evaluation_held_out=True, held_out=held_out)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     computed = sum(m["computed"] for m in manifest["feature_cache"]["per_model"].values())
     logger.info("%s trained in %.0f s (%d backbone feature rows computed)", name, seconds, computed)
@@ -127,13 +128,15 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     cache = out / "feature-cache"
     logger.info("previous version: %d folder files (%d to train on, %d held out for evaluation)",
                 len(folder), len(before.train), len(before.evaluation))
-    previous = _train("previous", _options(args, out / "previous", feature_cache=cache), before.train)
+    previous = _train("previous", _options(args, out / "previous", feature_cache=cache), before.train,
+                      before.evaluation)
     logger.info("+%d reviewed scans: %d to train on, %d evaluation scans", len(reviewed), len(after.train),
                 len(after.evaluation))
     # Without the custom CNN (a subset in --models) only the feature cache makes the difference.
     continued = out / "previous" if "custom_cnn" in _options(args, out).models else None
-    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued), after.train)
-    cold = _train("cold", _options(args, out / "cold"), after.train)
+    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued), after.train,
+                  after.evaluation)
+    cold = _train("cold", _options(args, out / "cold"), after.train, after.evaluation)
     # The gate scores the candidate and re-scores the active (here: previous) version on the
     # same evaluation scans; each bundle is scored once and the gate's time is the two together.
     scores = {name: _score(out / name, after.evaluation) for name in ("previous", "warm", "cold")}
