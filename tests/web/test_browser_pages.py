@@ -106,12 +106,12 @@ def _phantom(size: int = 128) -> np.ndarray:
     return image.clip(0, 4095).astype(np.uint16)
 
 
-def _version(session, digest: str, status: str, accuracy: float, diagonal: int) -> int:
+def _version(session, digest: str, status: str, accuracy: float, diagonal: int, **manifest) -> int:
     matrix = [[diagonal if i == j else (10 - diagonal if j == (i + 1) % 4 else 0) for j in range(4)] for i in range(4)]
     version = ModelVersion(
         digest=digest * 64, bundle_path=f"/b/{digest}", backbone_weights="none", status=status,
         activated=datetime(2026, 11, 28, 10, 0) if status != "candidate" else None,
-        manifest={"classes": CLASSES, "image_size": 64, "dataset": {"train": 4482, "validation": 498}},
+        manifest={"classes": CLASSES, "image_size": 64, "dataset": {"train": 4482, "validation": 498}, **manifest},
         metrics={"ensemble": {"accuracy": accuracy}},
         evaluation={"size": 40, "accuracy": accuracy, "macro_f1": accuracy - 0.01, "confusion_matrix": matrix,
                     "per_class": {c: {"precision": accuracy, "recall": accuracy, "f1": accuracy - 0.01,
@@ -195,12 +195,17 @@ def test_scan_page_window_zoom_and_review(app, live_server, browser, auth, sessi
 def test_models_page_activate_then_roll_back(app, live_server, browser, session):  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    old = _version(session, "1", "retired", 0.82, 8)
+    old = _version(session, "1", "retired", 0.82, 8, profile="quick", notes="quick first model (64 px)")
     current = _version(session, "2", "active", 0.86, 9)
-    new = _version(session, "3", "candidate", 0.9, 9)
+    new = _version(session, "3", "candidate", 0.9, 9, calibration={
+        "temperatures": {m: 0.5 + i / 4 for i, m in enumerate(MODELS)}, "ensemble": {"temperature": 0.98}},
+        triage={"target_accuracy": 0.995, "confidence_threshold": 0.9929, "min_agreement": 3, "target_reached": True,
+                "validation": {"coverage": 0.549, "accepted_accuracy": 0.996}})
     _login(app, browser, live_server, "/models", "reviewer")
     _shoot(browser, "models", "desktop")
     _shoot(browser, "models", "phone")
+    assert "quick first model" in browser.find_element(By.ID, f"version-{old}").text
+    assert "review when below 0.993" in browser.find_element(By.ID, f"version-{new}").text
 
     def click_and_confirm(version: int) -> None:
         button = browser.find_element(By.CSS_SELECTOR, f'#version-{version} button.activate')
