@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from db.base import utcnow
 from db.models import ApiToken, AuditEvent, User
@@ -88,7 +88,9 @@ def token_problem(row: ApiToken, now: datetime | None = None) -> str | None:
 
 def check_token(session: Session, token: str) -> TokenCheck:
     """Look a presented token up by its hash; note when it was last used."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    # The owner comes in the same query: every API request (each status poll) checks a token.
+    row = session.scalar(select(ApiToken).options(joinedload(ApiToken.user))
+                         .where(ApiToken.token_hash == hash_token(token)))
     if row is None:
         return TokenCheck(None, None, "the bearer token is unknown")
     problem = token_problem(row)

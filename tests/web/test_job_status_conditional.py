@@ -52,3 +52,29 @@ def test_unknown_job_is_404_and_credentials_still_apply(client, auth):
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     # A known ETag is no credential: without a token the answer is 401, not 304.
     assert client.get(url, headers={"If-None-Match": f'"{etag}"', "Accept": "application/json"}).status_code == 401
+
+
+def test_a_status_poll_loads_the_token_and_its_owner_in_one_query(app, client, auth):
+    """Every API request checks a token: its owner comes in the same query, not a second one."""
+    from sqlalchemy import event
+
+    url = _job(client, auth)
+    headers = auth("viewer")
+    etag = client.get(url, headers=headers).get_etag()[0]
+    client.get(url, headers=headers)  # last_used is written at most once per resolution, not per poll
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    engine = app.extensions["mri"].engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        response = client.get(url, headers={**headers, "If-None-Match": f'"{etag}"'})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert response.status_code == 304
+    assert all(s.lstrip().upper().startswith("SELECT") for s in statements), statements  # nothing written
+    token_queries = [s for s in statements if "FROM api_tokens" in s]
+    assert len(token_queries) == 1 and "users" in token_queries[0].split("FROM", 1)[1], token_queries
+    assert not [s for s in statements if "FROM users" in s], statements
