@@ -60,6 +60,13 @@ def _jax_forward(model: keras.Model) -> Forward:
     return lambda batch: forward(trainable, non_trainable, batch)
 
 
+def bfloat16_networks_for(manifest: dict) -> tuple[str, ...]:
+    """The networks a bundle serves in bfloat16: those its training run checked on validation
+    (manifest "precision", training.precision_check), else DEFAULT_BF16_NETWORKS."""
+    recorded = (manifest.get("precision") or {}).get("bfloat16_networks")
+    return DEFAULT_BF16_NETWORKS if recorded is None else tuple(str(name) for name in recorded)
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
 
@@ -76,8 +83,8 @@ class InferenceEngine:
     ) -> None:
         """Prepare compiled forward functions for `bundle` at `precision`.
 
-        With precision "bfloat16", `bf16_networks` (default DEFAULT_BF16_NETWORKS) run in
-        bfloat16 and the other networks in float32.
+        With precision "bfloat16", `bf16_networks` (default: bfloat16_networks_for(bundle)) run
+        in bfloat16 and the other networks in float32.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -90,7 +97,7 @@ class InferenceEngine:
         self.digest: str = bundle.digest
         self.model_names: list[str] = bundle.model_names
         self.estimators = dict(bundle.estimators)
-        low = set(DEFAULT_BF16_NETWORKS if bf16_networks is None else bf16_networks)
+        low = set(bfloat16_networks_for(bundle.manifest) if bf16_networks is None else bf16_networks)
         self.network_precision = {
             n: precision if precision == "float32" or n in low else "float32" for n in bundle.networks
         }

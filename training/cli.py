@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--near-copy-threshold", type=float, default=None, metavar="COSINE",
                        help="images whose 32 px grey thumbnails reach this cosine stay on one side of the "
                             "split (default 0.98; 0: only byte-identical files)")
+    train.add_argument("--precision-check", choices=("on", "off"), default="on",
+                       help="check on validation whether every network may serve in bfloat16 (ensemble labels "
+                            "agreeing with float32 on >= 99.5%% of scans, no accuracy lost) and record it in the "
+                            "manifest; the engine follows it (default on; skipped on CPUs without bfloat16)")
     train.add_argument("--bn-recalibration", choices=("on", "off"), default="off",
                        help="re-estimate ResNet50 BatchNorm statistics on training images before caching "
                             "(measured to hurt with random weights; off by default)")
@@ -198,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **({} if args.near_copy_threshold is None else {"near_copy_threshold": args.near_copy_threshold}),
         test_part=args.test_part == "on",
         bn_recalibration=args.bn_recalibration,
+        precision_check=args.precision_check == "on",
         feature_cache=args.feature_cache,
         feature_cache_max_mb=(DEFAULT_FEATURE_CACHE_MAX_MB if args.feature_cache_max_mb is None
                               else args.feature_cache_max_mb),

@@ -102,6 +102,8 @@ class TrainOptions:
     # Free text recorded in the manifest (e.g. "quick first model"); profile names a preset.
     notes: str = ""
     profile: str = "full"
+    # Check on validation whether every network may serve in bfloat16 (training.precision_check).
+    precision_check: bool = True
 
     def cnn_recipe(self) -> CnnSchedule:
         """The custom CNN schedule: SPEC.md's for 'reference', warmup+cosine for 'improved'."""
@@ -304,6 +306,26 @@ def open_feature_store(options: TrainOptions):
     return FeatureStore(options.feature_cache, options.feature_cache_max_mb * 1024 * 1024)
 
 
+def _precision_block(options: TrainOptions, manifest: dict, networks: dict, estimators: dict, split: "_Split",
+                     float32_labels: np.ndarray) -> dict:
+    """Which networks the new bundle may serve in bfloat16 (training.precision_check), on validation."""
+    from models.bundle import Bundle
+    from training.precision_check import check_bfloat16
+
+    if not options.precision_check:
+        return {"checked": False, "reason": "not checked (--precision-check off)",
+                "bfloat16_networks": None}
+    unsaved = Bundle(path=Path(options.out), manifest=manifest, classes=list(split.classes),
+                     image_size=options.image_size, networks=networks, estimators=estimators,
+                     label_encoder=split.encoder, ensemble_weights=manifest["ensemble_weights"])
+    block = check_bfloat16(unsaved, split.x_val, float32_labels, split.y_val, options.batch_size)
+    if block["checked"]:
+        log.info("bfloat16 check on %d validation scans: every network agrees on %.4f of ensemble labels "
+                    "(%d flips); serving %s in bfloat16", block["images"], block["every_network_agreement"],
+                    block["flips"], ", ".join(block["bfloat16_networks"]))
+    return block
+
+
 def _stage_costs(options: TrainOptions, n_train: int, n_val: int) -> dict[str, float]:
     """Relative cost of each stage (in 224-px GFLOP) so overall progress moves evenly."""
     scale = (options.image_size / 224.0) ** 2
@@ -474,6 +496,8 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
         "training": details,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
+    manifest["precision"] = _precision_block(options, manifest, networks, estimators, split,
+                                             np.argmax(ensemble_probs, axis=1))
     staged("save", 0.0, f"saving bundle to {options.out}")
     saved = save_bundle(options.out, networks=networks, estimators=estimators,
                         label_encoder=split.encoder, manifest=manifest)

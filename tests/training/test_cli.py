@@ -293,3 +293,21 @@ def test_evaluate_says_which_files_the_bundle_learned_from(trained, tmp_path, ca
     assert overlap["images_seen"] + overlap["images_unseen"] == 29
     assert sum(map(sum, metrics["models_unseen"]["ensemble"]["confusion_matrix"])) == overlap["images_unseen"]
     assert "trained or validated on by this bundle" in caplog.text
+
+
+def test_train_records_which_networks_may_serve_in_bfloat16(trained):
+    """The run checked every network in bfloat16 on its validation scans (where the CPU has
+    bfloat16) and recorded the answer; the engine built from the bundle follows it."""
+    from models.engine import InferenceEngine
+    from models.precision import bfloat16_supported
+
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    block = manifest["precision"]
+    assert block["checked"] is bfloat16_supported() and "rule" in block
+    allowed = block["bfloat16_networks"]
+    assert allowed in (["resnet50", "vgg16", "custom_cnn"], ["vgg16", "custom_cnn"])
+    if block["checked"]:
+        assert block["images"] == manifest["dataset"]["validation"]
+        assert 0 <= block["every_network_agreement"] <= 1 and block["flips"] >= 0
+        engine = InferenceEngine.from_bundle(trained["bundle"], precision="bfloat16")
+        assert sorted(n for n, p in engine.network_precision.items() if p == "bfloat16") == sorted(allowed)
