@@ -51,6 +51,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cnn-epochs", type=int, default=None, help="cold CNN epochs (default: the recipe's, 15)")
     parser.add_argument("--views", type=int, default=1)
     parser.add_argument("--warm-epochs", type=int, default=None, help="warm-start CNN epochs (default: the recipe's)")
+    parser.add_argument("--warm-replay", type=int, default=None,
+                        help="the warm CNN trains on the added scans plus at most this many the previous version "
+                             "trained on (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
@@ -134,8 +137,9 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 len(after.evaluation))
     # Without the custom CNN (a subset in --models) only the feature cache makes the difference.
     continued = out / "previous" if "custom_cnn" in _options(args, out).models else None
-    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued), after.train,
-                  after.evaluation)
+    replay = {} if args.warm_replay is None else {"warm_start_replay": args.warm_replay}
+    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued, **replay),
+                  after.train, after.evaluation)
     cold = _train("cold", _options(args, out / "cold"), after.train, after.evaluation)
     # The gate scores the candidate and re-scores the active (here: previous) version on the
     # same evaluation scans; each bundle is scored once and the gate's time is the two together.
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "speedup_with_gate": round(cold["with_gate_seconds"] / warm["with_gate_seconds"], 2),
         "folder_files": len(folder), "reviewed_added": len(reviewed), "evaluation_scans": len(after.evaluation),
-        "image_size": args.image_size, "views": args.views, "epochs": args.epochs,
+        "image_size": args.image_size, "views": args.views, "epochs": args.epochs, "warm_replay": args.warm_replay,
         "backbone_weights": "none", "keras_backend": keras.backend.backend(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="epochs of a warm start (default 3)")
     train.add_argument("--warm-start-lr", type=float, default=None,
                        help="peak learning rate of a warm start (default: a tenth of the recipe's)")
+    train.add_argument("--warm-start-replay", type=_non_negative_int, default=None, metavar="N",
+                       help="a warm-started CNN trains on the scans BUNDLE did not train on plus at most N it did "
+                            "(a seeded replay sample); default 2000; a number at least the training side's size "
+                            "trains on all of it")
     _review_target_option(train)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")
@@ -189,7 +193,8 @@ def triage_line(triage: dict | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and save a bundle; print per-epoch progress and a validation summary."""
-    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, TrainOptions,
+    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, DEFAULT_WARM_START_REPLAY,
+                                 TrainOptions,
                                  train_bundle)
 
     options = TrainOptions(
@@ -209,6 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         warm_start_epochs=args.warm_start_epochs or DEFAULT_WARM_START_EPOCHS,
         warm_start_lr=args.warm_start_lr,
+        warm_start_replay=DEFAULT_WARM_START_REPLAY if args.warm_start_replay is None else args.warm_start_replay,
         review_target_accuracy=args.review_target_accuracy,
     )
     started = time.perf_counter()

@@ -37,6 +37,10 @@ DEFAULT_CNN_EPOCHS = 15
 # A warm start continues the previous version's custom CNN for this many epochs at a tenth
 # of the recipe's peak learning rate (cosine decay, no warmup): see the README's retrain figures.
 DEFAULT_WARM_START_EPOCHS = 3
+# Old scans a warm-started CNN replays beside the new ones (measured on the whole folder: 2,000 kept
+# validation accuracy at 0.9667 against 0.9622 on the whole training side, in 50 s of CNN against
+# 129 s; 1,000 gave 0.9578).
+DEFAULT_WARM_START_REPLAY = 2000
 WARM_START_LR_FACTOR = 0.1
 # Bound of the persistent feature store unless said otherwise (MB; 0 turns the store off).
 DEFAULT_FEATURE_CACHE_MAX_MB = 4096
@@ -96,6 +100,9 @@ class TrainOptions:
     warm_start: str | Path | None = None
     warm_start_epochs: int = DEFAULT_WARM_START_EPOCHS
     warm_start_lr: float | None = None  # default: WARM_START_LR_FACTOR x the recipe's peak rate
+    # A warm-started CNN trains on the scans the warm-start bundle did not train on plus a replay
+    # sample of at most this many it did (seeded); None: the whole training side.
+    warm_start_replay: int | None = DEFAULT_WARM_START_REPLAY
     # The review threshold is the lowest calibrated ensemble confidence at which the validation
     # scans accepted without review reach this accuracy (REVIEW_TARGET_ACCURACY for the service).
     review_target_accuracy: float = DEFAULT_REVIEW_TARGET_ACCURACY
@@ -436,7 +443,7 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
     if "custom_cnn" in models:
         t0 = time.perf_counter()
         continued = warm_cnn is not None
-        model, history, recipe = _train_custom_cnn(split, options, staged.stage("custom_cnn"), warm_cnn)
+        model, history, recipe, rows = _train_custom_cnn(split, options, staged.stage("custom_cnn"), warm_cnn)
         warm_cnn = None
         networks["custom_cnn"] = model
         histories["custom_cnn"] = history
@@ -444,7 +451,8 @@ def train_bundle(options: TrainOptions, progress: ProgressFn | None = None, item
             model.predict(split.x_val.astype(np.float32) / 255.0, batch_size=64, verbose=0))
         details["custom_cnn"] = {"variant": options.cnn_variant, "recipe": asdict(recipe),
                                  "epochs_run": len(history.get("loss", [])),
-                                 "warm_start": str(options.warm_start) if continued else None}
+                                 "warm_start": str(options.warm_start) if continued else None,
+                                 "trained_rows": rows}
         timings["custom_cnn"] = time.perf_counter() - t0
 
     staged("ensemble", 0.0, "calibrating and fitting ensemble weights on validation")
@@ -578,6 +586,7 @@ def _warm_start_manifest(options: TrainOptions, details: dict) -> dict | None:
     return {"from": str(options.warm_start), "digest": bundle_digest(options.warm_start),
             "custom_cnn": continued, "epochs": recipe.epochs if continued else None,
             "learning_rate": recipe.learning_rate if continued else None,
+            "replay": options.warm_start_replay if continued else None,
             "heads": [arch for arch, d in details.items() if d.get("head_warm_start")]}
 
 
@@ -632,6 +641,33 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
     def on_epoch(epoch: int, total: int, logs: dict) -> None:
         report(epoch / total, f"custom_cnn epoch {epoch}/{total}: " + format_epoch_logs(logs))
 
-    history = train_cnn(model, split.x_train, split.y_train, split.x_val, split.y_val,
+    x_train, y_train = split.x_train, split.y_train
+    if warm is not None and options.warm_start_replay is not None:
+        rows = warm_training_rows(split.train_keys, _trained_keys(options.warm_start), options.warm_start_replay,
+                                  options.seed)
+        report(0.0, f"custom_cnn: continuing on {rows.size} of {len(x_train)} training scans (those the warm-start "
+                    f"bundle did not train on, and a replay sample of at most {options.warm_start_replay} it did)")
+        x_train, y_train = x_train[rows], y_train[rows]
+    history = train_cnn(model, x_train, y_train, split.x_val, split.y_val,
                         recipe, seed=options.seed, on_epoch=on_epoch)
-    return model, history, recipe
+    return model, history, recipe, len(x_train)
+
+
+def _trained_keys(bundle: str | Path) -> set[str]:
+    """SHA-256 of every file a bundle trained on (its dataset.tsv's train rows; none without one)."""
+    listed = Path(bundle) / DATASET_LIST
+    if not listed.is_file():
+        return set()
+    return {row["sha256"] for row in read_dataset_list(listed) if row["split"] == "train"}
+
+
+def warm_training_rows(train_keys: list[str], trained_before: set[str], replay: int, seed: int) -> np.ndarray:
+    """Row indices a warm-started CNN trains on: every row (key "sha256-frame") whose file is not in
+    `trained_before`, plus a seeded sample of at most `replay` of those that are (so it keeps seeing
+    what it learnt)."""
+    seen = [key.rsplit("-", 1)[0] in trained_before for key in train_keys]
+    new = [i for i, was in enumerate(seen) if not was]
+    old = [i for i, was in enumerate(seen) if was]
+    rng = np.random.default_rng(seed)
+    kept = rng.choice(old, size=min(replay, len(old)), replace=False).tolist() if old and replay > 0 else []
+    return np.array(sorted(new + kept), dtype=np.int64)

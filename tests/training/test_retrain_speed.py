@@ -8,7 +8,8 @@ import pytest
 
 from tests.helpers.labelled_folder import write_labelled_folder
 from training.datasets import list_labelled
-from training.recipe import TrainingError, TrainOptions, read_dataset_list, train_bundle
+from training.recipe import (DEFAULT_WARM_START_REPLAY, TrainingError, TrainOptions, read_dataset_list,
+                             train_bundle)
 
 
 def _options(data, out, **kw) -> TrainOptions:
@@ -90,7 +91,9 @@ def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
     warm = train_bundle(_options(base["data"], tmp_path / "warm", models=("custom_cnn",), warm_start=base["bundle"],
                                  warm_start_epochs=1, warm_start_lr=1e-12))
     assert warm["warm_start"] == {"from": str(base["bundle"]), "digest": bundle_digest(base["bundle"]),
-                                  "custom_cnn": True, "epochs": 1, "learning_rate": 1e-12, "heads": []}
+                                  "custom_cnn": True, "epochs": 1, "learning_rate": 1e-12,
+                                  "replay": DEFAULT_WARM_START_REPLAY,
+                                  "heads": []}
     assert warm["epochs"]["custom_cnn"] == 1 and warm["training"]["custom_cnn"]["warm_start"] == str(base["bundle"])
     for before, after in zip(_kernels(base["bundle"]), _kernels(tmp_path / "warm")):
         np.testing.assert_allclose(after, before, atol=1e-6)
@@ -98,6 +101,44 @@ def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
     keras.utils.set_random_seed(component_seed(5, "custom_cnn"))
     fresh = [np.asarray(w) for w in build_cnn("deep", 32, 4).trainable_weights]
     assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(_kernels(base["bundle"]), fresh))
+
+
+def test_a_warm_start_with_replay_trains_on_the_new_scans_and_a_sample_of_the_old(base, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(base["data"], data)
+    added = write_labelled_folder(tmp_path / "added", per_class=2, size=40, seed=9)
+    for path in added.rglob("*.png"):
+        shutil.copy(path, data / path.parent.name / f"new-{path.name}")
+    whole = train_bundle(_options(data, tmp_path / "whole", models=("custom_cnn",), warm_start=base["bundle"],
+                                  warm_start_epochs=1, warm_start_replay=None))
+    replayed = train_bundle(_options(data, tmp_path / "replay", models=("custom_cnn",), warm_start=base["bundle"],
+                                     warm_start_epochs=1, warm_start_replay=3))
+    train = replayed["dataset"]["train"]
+    assert whole["training"]["custom_cnn"]["trained_rows"] == train
+    new = train - len(_trained_files(base["bundle"]) & _trained_files(tmp_path / "replay"))
+    assert new > 0 and replayed["training"]["custom_cnn"]["trained_rows"] == new + 3 < train
+    assert replayed["warm_start"]["replay"] == 3
+
+
+def _trained_files(bundle) -> set[str]:
+    from training.recipe import read_dataset_list
+
+    return {row["sha256"] for row in read_dataset_list(bundle / "dataset.tsv") if row["split"] == "train"}
+
+
+def test_warm_training_rows_keep_every_new_scan_and_a_seeded_replay_sample():
+    from training.recipe import warm_training_rows
+
+    keys = [f"{name}-0" for name in "abcdefgh"]
+    before = {"a", "b", "c", "d", "e"}
+    rows = warm_training_rows(keys, before, replay=2, seed=1)
+    assert {5, 6, 7} <= set(rows) and len(rows) == 5 and list(rows) == sorted(rows)
+    assert list(warm_training_rows(keys, before, replay=2, seed=1)) == list(rows)  # the same for a seed
+    assert list(warm_training_rows(keys, before, replay=0, seed=1)) == [5, 6, 7]
+    assert list(warm_training_rows(keys, before, replay=99, seed=1)) == list(range(8))
+    assert list(warm_training_rows(keys, set(), replay=2, seed=1)) == list(range(8))  # nothing trained before
 
 
 def test_a_warm_start_bundle_that_cannot_continue_is_refused_before_any_work(base, tmp_path):
