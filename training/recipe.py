@@ -37,9 +37,9 @@ DEFAULT_CNN_EPOCHS = 15
 # A warm start continues the previous version's custom CNN for this many epochs at a tenth
 # of the recipe's peak learning rate (cosine decay, no warmup): see the README's retrain figures.
 DEFAULT_WARM_START_EPOCHS = 3
-# Old scans a warm-started CNN replays beside the new ones (measured on the whole folder: 2,000 kept
-# validation accuracy at 0.9667 against 0.9622 on the whole training side, in 50 s of CNN against
-# 129 s; 1,000 gave 0.9578).
+# Old scans a warm-started CNN replays beside the new ones (measured on the whole folder: 2,000 gave
+# ensemble validation 0.9667 against 0.9622 on the whole training side, in 50 s of CNN against
+# 129 s; 1,000 gave 0.9578; README "Retraining in minutes" says how the choice was made).
 DEFAULT_WARM_START_REPLAY = 2000
 WARM_START_LR_FACTOR = 0.1
 # Bound of the persistent feature store unless said otherwise (MB; 0 turns the store off).
