@@ -70,8 +70,13 @@ def _login(app, browser, base: str, path: str, role: str) -> None:
     _wait(browser).until(ec.presence_of_element_located((By.ID, "login")))
     browser.find_element(By.ID, "name").send_keys(f"{role}-person")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "login").click()
-    _wait(browser).until(ec.url_contains(path))
+    button = browser.find_element(By.ID, "login")
+    button.click()
+    # The login page's own URL (/login?next=/results) already contains `path`: wait for the form
+    # to go and the page asked for to load instead.
+    _wait(browser).until(ec.staleness_of(button))
+    _wait(browser).until(lambda b: "/login" not in b.current_url and path in b.current_url
+                         and b.execute_script("return document.readyState") == "complete")
 
 
 def _shoot(browser, name: str, width: str) -> Path:
