@@ -85,7 +85,7 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
     """TrainOptions for a run: its params (whitelisted) over the profile's and the recipe's defaults.
 
     With `warm_start` the custom CNN continues from `active` (the active version): unless the
-    params say otherwise the run takes that bundle's image size and CNN variant. Features are
+    params say otherwise the run takes that bundle's backbone weights, image size and CNN variant. Features are
     kept in the settings' feature cache across runs.
     """
     from training.recipe import PROFILE_NOTES, PROFILES, TrainOptions
@@ -103,6 +103,12 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
         from models.backbones import check_weights_location
 
         check_weights_location(str(params["backbone_weights"]), settings.backbone_weights)
+    if params.get("warm_start") is True and active is not None:
+        # A warm start continues the active version: its backbone weights too (as its image size
+        # and CNN variant below), so its heads and the feature cache carry over.
+        requested = ((active.manifest or {}).get("backbone_weights") or {}).get("requested")
+        if requested:
+            params.setdefault("backbone_weights", str(requested))
     params.setdefault("backbone_weights", settings.backbone_weights)
     if "models" in params:
         params["models"] = model_names(params["models"])

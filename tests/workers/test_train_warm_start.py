@@ -48,6 +48,24 @@ def test_params_and_settings_become_options(tmp_path):
     assert _settings(tmp_path, RETRAIN_WARM_START="yes").retrain_warm_start is True
 
 
+def test_a_warm_start_takes_the_active_versions_backbone_weights_unless_told_otherwise(tmp_path):
+    """Offline, with BACKBONE_WEIGHTS at its imagenet default, a warm start of a version trained on
+    random backbones must continue on them, not fail fetching ImageNet (seen from the API)."""
+    conf = _settings(tmp_path)
+    assert conf.backbone_weights == "imagenet"
+    out = tmp_path / "out"
+    active = ModelVersion(bundle_path="/bundles/v1", manifest={
+        "image_size": 128, "custom_cnn_variant": "deep",
+        "backbone_weights": {"mode": "none", "path": None, "sha256": None, "requested": "none"}})
+    assert training_options(TrainingRun(params={"warm_start": True}), conf, out, active).backbone_weights == "none"
+    asked = training_options(TrainingRun(params={"warm_start": True, "backbone_weights": "imagenet"}), conf, out, active)
+    assert asked.backbone_weights == "imagenet"
+    # Without a warm start the setting applies as before.
+    assert training_options(TrainingRun(params={}), conf, out, active).backbone_weights == "imagenet"
+    legacy = ModelVersion(bundle_path="/bundles/v0", manifest={"image_size": 128})  # no record: the setting
+    assert training_options(TrainingRun(params={"warm_start": True}), conf, out, legacy).backbone_weights == "imagenet"
+
+
 def test_scheduled_runs_warm_start_when_configured(factory, settings, tmp_path):
     conf = settings.replace(training_data_dir=tmp_path, retrain_warm_start=True)
     run_id = create_scheduled_run(factory, conf)
