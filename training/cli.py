@@ -84,8 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="peak learning rate of a warm start (default: a tenth of the recipe's)")
     train.add_argument("--warm-start-replay", type=_non_negative_int, default=None, metavar="N",
                        help="a warm-started CNN trains on the scans BUNDLE did not train on plus at most N it did "
-                            "(a seeded replay sample); default 2000; a number at least the training side's size "
-                            "trains on all of it")
+                            "(a seeded replay sample, e.g. 2000); default: the whole training side")
     _review_target_option(train)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")

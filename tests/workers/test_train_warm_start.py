@@ -58,6 +58,9 @@ def test_a_warm_start_takes_the_active_versions_backbone_weights_unless_told_oth
         "image_size": 128, "custom_cnn_variant": "deep",
         "backbone_weights": {"mode": "none", "path": None, "sha256": None, "requested": "none"}})
     assert training_options(TrainingRun(params={"warm_start": True}), conf, out, active).backbone_weights == "none"
+    replayed = training_options(TrainingRun(params={"warm_start": True, "warm_start_replay": 2000}), conf, out, active)
+    assert replayed.warm_start_replay == 2000
+    assert training_options(TrainingRun(params={"warm_start": True}), conf, out, active).warm_start_replay is None
     asked = training_options(TrainingRun(params={"warm_start": True, "backbone_weights": "imagenet"}), conf, out, active)
     assert asked.backbone_weights == "imagenet"
     # Without a warm start the setting applies as before.
