@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,28 +27,14 @@ def main() -> None:
     parser.add_argument("--quick-only", action="store_true", help="stop after the quick run")
     args = parser.parse_args()
 
-    from config.settings import load_settings
-    from db.migrate import upgrade
+    from bench.in_process import in_process_service, train_now
     from db.models import ModelVersion, TrainingRun
-    from db.session import make_engine, make_session_factory
-    from tasks.train import run_training
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(environ={"APP_ENV": "test", "TRAINING_DATA_DIR": args.data, "BACKBONE_WEIGHTS": "none"},
-                             overrides={"data_dir": args.out / "data",
-                                        "database_url": f"sqlite:///{args.out / 'service.db'}"})
-    upgrade(settings.database_url)
-    factory = make_session_factory(make_engine(settings.database_url))
+    settings, factory = in_process_service(args.out, args.data, BACKBONE_WEIGHTS="none")
     # What scripts/run_local.py sends (BACKBONE_WEIGHTS=none: offline).
     runs = [("quick", {"backbone_weights": "none", "profile": "quick"}), ("full", {"backbone_weights": "none"})]
     for name, params in runs[:1] if args.quick_only else runs:
-        with factory() as session:
-            run = TrainingRun(trigger="manual", params=params)
-            session.add(run)
-            session.commit()
-            run_id = run.id
-        started = time.perf_counter()
-        run_training(factory, settings, run_id)
+        run_id, seconds = train_now(factory, settings, params)
         with factory() as session:
             run = session.get(TrainingRun, run_id)
             version = session.get(ModelVersion, run.model_version_id) if run.model_version_id else None
@@ -57,7 +42,7 @@ def main() -> None:
             candidate = decision.get("candidate") or {}
             print(json.dumps({
                 "run": name, "status": run.status, "error": run.error,
-                "wall_s": round(time.perf_counter() - started), "promoted": decision.get("promoted"),
+                "wall_s": round(seconds), "promoted": decision.get("promoted"),
                 "reason": decision.get("reason"),
                 "evaluation": {k: candidate.get(k) for k in ("accuracy", "macro_f1", "size")},
                 "profile": version.manifest.get("profile") if version else None,

@@ -63,11 +63,9 @@ def split_scans(bundle: Path, data: str, scans: int, calibration: int, seed: int
     class by class up to `scans`, and up to `calibration` of its own training items."""
     from bench.training import stratified_subset
     from training.datasets import list_labelled
-    from training.recipe import read_dataset_list
+    from training.recipe import bundle_hashes
 
-    rows = read_dataset_list(bundle / "dataset.tsv")
-    learned = {row["sha256"] for row in rows if row.get("split") in ("train", "validation")}
-    trained = {row["sha256"] for row in rows if row.get("split") == "train"}
+    learned, trained = bundle_hashes(bundle, ("train", "validation")), bundle_hashes(bundle, ("train",))
     unique = list({item.sha256: item for item in list_labelled(data)}.values())
     unseen = [item for item in unique if item.sha256 not in learned]
     own = [item for item in unique if item.sha256 in trained]

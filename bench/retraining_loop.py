@@ -12,7 +12,6 @@ import argparse
 import json
 import random
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,38 +30,24 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=50)
     args = parser.parse_args()
 
-    from config.settings import load_settings
-    from db.migrate import upgrade
+    from bench.in_process import in_process_service, train_now
     from db.models import Job, Scan, TrainingRun
-    from db.session import make_engine, make_session_factory
     from tasks.classify import classify_scans
-    from tasks.train import run_training
     from tests.workers.jobdata import store_blob
     from training.datasets import list_labelled, read_bytes
     from web import create_app
     from web.auth import get_or_create_user, issue_token
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(environ={"APP_ENV": "test", "TRAINING_DATA_DIR": args.data},
-                             overrides={"data_dir": args.out / "data",
-                                        "database_url": f"sqlite:///{args.out / 'service.db'}"})
-    upgrade(settings.database_url)
-    factory = make_session_factory(make_engine(settings.database_url))
+    settings, factory = in_process_service(args.out, args.data)
     params = {"image_size": args.image_size, "epochs": args.epochs, "cnn_epochs": args.cnn_epochs,
               "backbone_weights": "none"}
 
     def train(name: str) -> dict:
-        with factory() as session:
-            run = TrainingRun(trigger="manual", params=params)
-            session.add(run)
-            session.commit()
-            run_id = run.id
-        started = time.perf_counter()
-        run_training(factory, settings, run_id)
+        run_id, seconds = train_now(factory, settings, params)
         with factory() as session:
             run = session.get(TrainingRun, run_id)
             gate_s = _gate_seconds(run.log)
-            report = {"run": name, "status": run.status, "error": run.error, "wall_s": round(time.perf_counter() - started),
+            report = {"run": name, "status": run.status, "error": run.error, "wall_s": round(seconds),
                       "gate_s": gate_s, "data_summary": run.data_summary,
                       "decision": {k: v for k, v in (run.decision or {}).items() if k not in ("candidate", "active")},
                       "candidate": _short(run.decision and run.decision["candidate"]),

@@ -92,12 +92,9 @@ def measure(session_factory: Any, repeats: int) -> dict[str, Any]:
 def uses_index(connection: Any) -> bool:
     """Whether PostgreSQL can answer the review-queue count from the partial index (its predicate
     must follow from the query's WHERE), with sequential scans priced out so size does not decide."""
-    from web.queries import _base_query, parse_filter
-    from db.models import Prediction
-    from sqlalchemy import func
+    from web.queries import count_query, parse_filter
 
-    query = _base_query(parse_filter({"needs_review": "true"}), (func.count(Prediction.id),))
-    sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
+    sql = str(count_query(parse_filter({"needs_review": "true"})).compile(connection, compile_kwargs={"literal_binds": True}))
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
     plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
     return "ix_predictions_review_queue" in plan

@@ -88,6 +88,7 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
     params say otherwise the run takes that bundle's backbone weights, image size and CNN variant. Features are
     kept in the settings' feature cache across runs.
     """
+    from models.backbones import check_weights_location
     from training.recipe import PROFILE_NOTES, PROFILES, TrainOptions
 
     if settings.training_data_dir is None:
@@ -99,10 +100,6 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
     unknown = sorted(set(params) - set(ALLOWED_PARAMS))
     if unknown:
         raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
-    if "backbone_weights" in params:
-        from models.backbones import check_weights_location
-
-        check_weights_location(str(params["backbone_weights"]), settings.backbone_weights)
     if params.get("warm_start") is True and active is not None:
         # A warm start continues the active version: its backbone weights too (as its image size
         # and CNN variant below), so its heads and the feature cache carry over.
@@ -110,6 +107,9 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
         if requested:
             params.setdefault("backbone_weights", str(requested))
     params.setdefault("backbone_weights", settings.backbone_weights)
+    # Whatever the weights came from (the params, the active version, the setting), the worker
+    # reads only files under the allowed roots.
+    check_weights_location(str(params["backbone_weights"]), settings.backbone_weights)
     if "models" in params:
         params["models"] = model_names(params["models"])
     check_param_values(params)

@@ -615,6 +615,15 @@ def read_dataset_list(path: Path) -> list[dict[str, str]]:
     return [dict(zip(names, row.split("\t"))) for row in rows]
 
 
+def bundle_hashes(bundle: str | Path, sides: tuple[str, ...]) -> set[str]:
+    """SHA-256 of the files on `sides` ("train", "validation", "test") of a bundle's dataset.tsv;
+    empty for a bundle without one."""
+    listed = Path(bundle) / DATASET_LIST
+    if not listed.is_file():
+        return set()
+    return {row["sha256"] for row in read_dataset_list(listed) if row["split"] in sides}
+
+
 def _weights_manifest(spec: str, weights: dict) -> dict:
     """{mode, path, sha256} of the first backbone, plus every backbone's own entry."""
     if not weights:
@@ -644,7 +653,7 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
 
     x_train, y_train = split.x_train, split.y_train
     if warm is not None and options.warm_start_replay is not None:
-        rows = warm_training_rows(split.train_keys, _trained_keys(options.warm_start), options.warm_start_replay,
+        rows = warm_training_rows(split.train_keys, bundle_hashes(options.warm_start, ("train",)), options.warm_start_replay,
                                   options.seed)
         report(0.0, f"custom_cnn: continuing on {rows.size} of {len(x_train)} training scans (those the warm-start "
                     f"bundle did not train on, and a replay sample of at most {options.warm_start_replay} it did)")
@@ -652,14 +661,6 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
     history = train_cnn(model, x_train, y_train, split.x_val, split.y_val,
                         recipe, seed=options.seed, on_epoch=on_epoch)
     return model, history, recipe, len(x_train)
-
-
-def _trained_keys(bundle: str | Path) -> set[str]:
-    """SHA-256 of every file a bundle trained on (its dataset.tsv's train rows; none without one)."""
-    listed = Path(bundle) / DATASET_LIST
-    if not listed.is_file():
-        return set()
-    return {row["sha256"] for row in read_dataset_list(listed) if row["split"] == "train"}
 
 
 def warm_training_rows(train_keys: list[str], trained_before: set[str], replay: int, seed: int) -> np.ndarray:

@@ -252,9 +252,14 @@ def ordered_rows(flt: ResultFilter) -> Select:
     return _base_query(flt, _row_columns(flt), rows=True).order_by(*order)
 
 
+def count_query(flt: ResultFilter) -> Select:
+    """The query counting the rows that match the filter (over all pages)."""
+    return _base_query(flt, (func.count(Prediction.id),))
+
+
 def count_results(session: Session, flt: ResultFilter) -> int:
     """How many rows match the filter (over all pages)."""
-    return int(session.scalar(_base_query(flt, (func.count(Prediction.id),))) or 0)
+    return int(session.scalar(count_query(flt)) or 0)
 
 
 def query_results(session: Session, flt: ResultFilter) -> dict[str, Any]:

@@ -145,3 +145,13 @@ def test_a_warm_start_that_cannot_work_trains_from_scratch_and_says_why(tmp_path
         version = session.get(ModelVersion, run.model_version_id) if run.model_version_id else None
         newest = version or session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().first()
         assert newest.manifest["warm_start"] is None and newest.manifest["epochs"]["custom_cnn"] == 1
+
+
+def test_a_warm_start_reads_the_active_versions_weights_file_only_under_the_allowed_roots(tmp_path):
+    from models.backbones import BackboneWeightsError
+
+    conf = _settings(tmp_path)
+    active = ModelVersion(bundle_path="/bundles/v1", manifest={
+        "image_size": 128, "backbone_weights": {"mode": "file", "requested": "/etc/passwd"}})
+    with pytest.raises(BackboneWeightsError, match="outside the folders"):
+        training_options(TrainingRun(params={"warm_start": True}), conf, tmp_path / "out", active)
