@@ -54,6 +54,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-replay", type=int, default=None,
                         help="the warm CNN trains on the added scans plus at most this many the previous version "
                              "trained on (default: the recipe's)")
+    parser.add_argument("--warm-freeze", type=int, default=None,
+                        help="the warm CNN keeps its first N convolutions frozen (default: the recipe's)")
+    parser.add_argument("--reuse-previous", action="store_true",
+                        help="with --out: keep OUT/previous and its feature cache when an earlier run of the same "
+                             "data left them (the previous version is not timed then)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
@@ -107,6 +112,23 @@ def _train(name: str, options, items: list, held_out: list) -> dict:
             "validation": manifest["dataset"]["validation"], "cnn_epochs": manifest["epochs"]["custom_cnn"]}
 
 
+def _reused(bundle: Path, train: list) -> dict | None:
+    """The record of an earlier run's previous version when it trained on exactly `train`'s files."""
+    from training.datasets import dataset_fingerprint
+
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("training_data_sha256") != dataset_fingerprint(train):
+        logger.info("%s trained on other files: training the previous version again", bundle)
+        return None
+    logger.info("reusing %s and its feature cache (not timed)", bundle)
+    return {"seconds": None, "cpu_seconds": None, "features_computed": None, "reused": str(bundle),
+            "timings": manifest["timings"], "train": manifest["dataset"]["train"],
+            "validation": manifest["dataset"]["validation"], "cnn_epochs": manifest["epochs"]["custom_cnn"]}
+
+
 def _score(bundle: Path, evaluation: list) -> dict:
     """Ensemble figures of one bundle on the evaluation items through the inference engine, timed."""
     from training.evaluate import score_bundles
@@ -131,13 +153,15 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     cache = out / "feature-cache"
     logger.info("previous version: %d folder files (%d to train on, %d held out for evaluation)",
                 len(folder), len(before.train), len(before.evaluation))
-    previous = _train("previous", _options(args, out / "previous", feature_cache=cache), before.train,
-                      before.evaluation)
+    previous = (_reused(out / "previous", before.train) if args.reuse_previous else None) or \
+        _train("previous", _options(args, out / "previous", feature_cache=cache), before.train, before.evaluation)
     logger.info("+%d reviewed scans: %d to train on, %d evaluation scans", len(reviewed), len(after.train),
                 len(after.evaluation))
     # Without the custom CNN (a subset in --models) only the feature cache makes the difference.
     continued = out / "previous" if "custom_cnn" in _options(args, out).models else None
     replay = {} if args.warm_replay is None else {"warm_start_replay": args.warm_replay}
+    if args.warm_freeze is not None:
+        replay["warm_start_freeze"] = args.warm_freeze
     warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued, **replay),
                   after.train, after.evaluation)
     cold = _train("cold", _options(args, out / "cold"), after.train, after.evaluation)
@@ -157,6 +181,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "speedup_with_gate": round(cold["with_gate_seconds"] / warm["with_gate_seconds"], 2),
         "folder_files": len(folder), "reviewed_added": len(reviewed), "evaluation_scans": len(after.evaluation),
         "image_size": args.image_size, "views": args.views, "epochs": args.epochs, "warm_replay": args.warm_replay,
+        "warm_freeze": args.warm_freeze,
         "backbone_weights": "none", "keras_backend": keras.backend.backend(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -173,8 +198,10 @@ def table(result: dict) -> str:
                      str(r["cnn_epochs"]), f"{r['gate']['candidate']['accuracy']:.4f}",
                      f"{r['gate']['candidate']['macro_f1']:.4f}"))
     previous = result["cold"]["gate"]["previous"]
-    rows.append(("previous", f"{result['previous']['seconds']:.0f}", f"{result['previous']['cpu_seconds']:.0f}", "-",
-                 str(result["previous"]["features_computed"]),
+    before = result["previous"]
+    rows.append(("previous", "reused" if before["seconds"] is None else f"{before['seconds']:.0f}",
+                 "-" if before["cpu_seconds"] is None else f"{before['cpu_seconds']:.0f}", "-",
+                 str(before["features_computed"] if before["features_computed"] is not None else "-"),
                  str(result["previous"]["cnn_epochs"]), f"{previous['accuracy']:.4f}", f"{previous['macro_f1']:.4f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]

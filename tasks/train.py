@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 # Besides them: warm_start (true: continue the active version's custom CNN for a few epochs at a
 # low rate instead of training it anew) and profile ("full", or "quick": training.recipe.PROFILES).
 ALLOWED_PARAMS = ("models", "epochs", "image_size", "batch_size", "backbone_weights", "seed", "views",
-                  "cnn_variant", "cnn_epochs", "val_fraction", "warm_start", "profile", "warm_start_replay")
+                  "cnn_variant", "cnn_epochs", "val_fraction", "warm_start", "profile", "warm_start_replay",
+                  "warm_start_freeze")
 _LOG_LINES = 300
 # Share of a run's progress bar for training; the gate's scoring takes the rest.
 _TRAINING_SHARE = 0.9
@@ -132,8 +133,8 @@ def training_options(run: TrainingRun, settings: Settings, out_dir: Path,
 
 
 def check_param_values(params: dict[str, Any]) -> None:
-    """Raise ValueError for a warm_start that is not true/false, a warm_start_replay that is not a
-    whole number, or a profile that is not known."""
+    """Raise ValueError for a warm_start that is not true/false, a warm_start_replay or
+    warm_start_freeze that is not a whole number, or a profile that is not known."""
     from training.recipe import PROFILES
 
     warm = params.get("warm_start", False)
@@ -142,6 +143,9 @@ def check_param_values(params: dict[str, Any]) -> None:
     replay = params.get("warm_start_replay")
     if replay is not None and (isinstance(replay, bool) or not isinstance(replay, int) or replay < 0):
         raise ValueError(f"the training parameter 'warm_start_replay' is a whole number of scans, got {replay!r}")
+    freeze = params.get("warm_start_freeze")
+    if freeze is not None and (isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0):
+        raise ValueError(f"the training parameter 'warm_start_freeze' is a whole number of convolutions, got {freeze!r}")
     profile = params.get("profile", "full")
     if profile not in PROFILES:
         raise ValueError(f"the training parameter 'profile' is one of {', '.join(PROFILES)}, got {profile!r}")

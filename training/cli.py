@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warm-start-replay", type=_non_negative_int, default=None, metavar="N",
                        help="a warm-started CNN trains on the scans BUNDLE did not train on plus at most N it did "
                             "(a seeded replay sample, e.g. 2000); default: the whole training side")
+    train.add_argument("--warm-start-freeze", type=_non_negative_int, default=None, metavar="N",
+                       help="a warm-started CNN keeps its first N convolutions as BUNDLE learnt them and trains "
+                            "only the later layers (cheaper epochs); default: the recipe's (README)")
     _review_target_option(train)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")
@@ -192,8 +195,8 @@ def triage_line(triage: dict | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and save a bundle; print per-epoch progress and a validation summary."""
-    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, DEFAULT_WARM_START_REPLAY,
-                                 TrainOptions,
+    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, DEFAULT_WARM_START_FREEZE,
+                                 DEFAULT_WARM_START_REPLAY, TrainOptions,
                                  train_bundle)
 
     options = TrainOptions(
@@ -214,6 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         warm_start_epochs=args.warm_start_epochs or DEFAULT_WARM_START_EPOCHS,
         warm_start_lr=args.warm_start_lr,
         warm_start_replay=DEFAULT_WARM_START_REPLAY if args.warm_start_replay is None else args.warm_start_replay,
+        warm_start_freeze=DEFAULT_WARM_START_FREEZE if args.warm_start_freeze is None else args.warm_start_freeze,
         review_target_accuracy=args.review_target_accuracy,
     )
     started = time.perf_counter()

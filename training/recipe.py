@@ -42,6 +42,9 @@ DEFAULT_WARM_START_EPOCHS = 3
 # recipe through the service (another batch order) scored 0.015 lower and the gate kept the active
 # version, so it stays an option until measured over several runs (README "Retraining in minutes").
 DEFAULT_WARM_START_REPLAY: int | None = None
+# A warm-started CNN keeps its first this-many convolutions (with their BatchNorm, in inference
+# mode) as the active version learnt them; only the later layers train. 0: every layer trains.
+DEFAULT_WARM_START_FREEZE = 0
 WARM_START_LR_FACTOR = 0.1
 # Bound of the persistent feature store unless said otherwise (MB; 0 turns the store off).
 DEFAULT_FEATURE_CACHE_MAX_MB = 4096
@@ -104,6 +107,8 @@ class TrainOptions:
     # A warm-started CNN trains on the scans the warm-start bundle did not train on plus a replay
     # sample of at most this many it did (seeded); None: the whole training side.
     warm_start_replay: int | None = DEFAULT_WARM_START_REPLAY
+    # A warm-started CNN's first N convolutions stay frozen (freeze_leading_convolutions).
+    warm_start_freeze: int = DEFAULT_WARM_START_FREEZE
     # The review threshold is the lowest calibrated ensemble confidence at which the validation
     # scans accepted without review reach this accuracy (REVIEW_TARGET_ACCURACY for the service).
     review_target_accuracy: float = DEFAULT_REVIEW_TARGET_ACCURACY
@@ -192,6 +197,8 @@ def validate_options(options: TrainOptions) -> None:
             raise TrainingError(f"--warm-start {options.warm_start} is not a bundle folder (no manifest.json)")
         if options.warm_start_epochs < 1:
             raise TrainingError("--warm-start-epochs must be at least 1")
+        if options.warm_start_freeze < 0:
+            raise TrainingError("--warm-start-freeze must be 0 or more")
     if not Path(options.data).exists():
         raise TrainingError(f"training data not found: {options.data}")
 
@@ -558,7 +565,21 @@ def check_warm_start(options: TrainOptions) -> dict:
     if "custom_cnn" in shared and variant != options.cnn_variant:
         raise TrainingError(f"--warm-start bundle's custom CNN is '{variant}' but this run trains "
                             f"'{options.cnn_variant}': use --cnn-variant {variant}")
+    if "custom_cnn" in shared and options.warm_start_freeze:
+        from training.cnn_variants import build_cnn
+
+        convolutions = count_convolutions(build_cnn(variant, options.image_size, len(manifest["classes"])))
+        if options.warm_start_freeze >= convolutions:
+            raise TrainingError(f"--warm-start-freeze {options.warm_start_freeze}: the '{variant}' custom CNN has "
+                                f"{convolutions} convolutions and at least the last one must train")
     return manifest
+
+
+def count_convolutions(model) -> int:
+    """How many Conv2D layers `model` has (what --warm-start-freeze counts)."""
+    import keras
+
+    return sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
 
 
 def _warm_head_source(options: TrainOptions, manifest: dict | None, arch: str) -> tuple[str, str | None] | None:
@@ -588,6 +609,7 @@ def _warm_start_manifest(options: TrainOptions, details: dict) -> dict | None:
             "custom_cnn": continued, "epochs": recipe.epochs if continued else None,
             "learning_rate": recipe.learning_rate if continued else None,
             "replay": options.warm_start_replay if continued else None,
+            "frozen_convolutions": options.warm_start_freeze if continued else None,
             "heads": [arch for arch, d in details.items() if d.get("head_warm_start")]}
 
 
@@ -641,8 +663,11 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
 
     if warm is not None:
         recipe, model = options.warm_recipe(), warm
+        frozen = freeze_leading_convolutions(model, options.warm_start_freeze)
         report(0.0, f"custom_cnn: continuing {options.warm_start} for {recipe.epochs} epochs "
-                    f"at a peak rate of {recipe.learning_rate:g}")
+                    f"at a peak rate of {recipe.learning_rate:g}"
+                    + (f", its first {options.warm_start_freeze} convolutions frozen ({frozen} layers)"
+                       if frozen else ""))
     else:
         recipe = options.cnn_recipe()
         keras.utils.set_random_seed(component_seed(options.seed, "custom_cnn"))
@@ -660,7 +685,30 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
         x_train, y_train = x_train[rows], y_train[rows]
     history = train_cnn(model, x_train, y_train, split.x_val, split.y_val,
                         recipe, seed=options.seed, on_epoch=on_epoch)
+    # Saved trainable again: freezing is this run's choice, not a property of the network a
+    # later warm start continues.
+    for layer in model.layers:
+        layer.trainable = True
     return model, history, recipe, len(x_train)
+
+
+def freeze_leading_convolutions(model, count: int) -> int:
+    """Freeze every layer before `model`'s (count+1)-th Conv2D (so its first `count` convolutions,
+    their BatchNorm and pooling); return how many layers were frozen. Frozen BatchNorm layers run
+    in inference mode, and no gradient flows below the first trainable layer, which is what makes
+    a warm start cheaper (README "Retraining in minutes")."""
+    import keras
+
+    if count <= 0:
+        return 0
+    convolutions = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+    if count >= len(convolutions):
+        raise TrainingError(f"--warm-start-freeze {count}: the custom CNN has {len(convolutions)} convolutions "
+                            "and at least the last one must train")
+    frozen = [layer for layer in model.layers[:convolutions[count]] if layer.weights]
+    for layer in frozen:
+        layer.trainable = False
+    return len(frozen)
 
 
 def warm_training_rows(train_keys: list[str], trained_before: set[str], replay: int, seed: int) -> np.ndarray:

@@ -29,6 +29,23 @@ def test_retrain_benchmark_smoke(tmp_path, capsys):
     assert result["cpu_speedup"] == round(cold["cpu_seconds"] / warm["cpu_seconds"], 2)
     assert result["folder_files"] + result["reviewed_added"] == 32
 
+    # Again with --reuse-previous: the previous version and its cache are kept, not trained again.
+    stamp = (tmp_path / "out" / "previous" / "manifest.json").stat().st_mtime_ns
+    assert main(["--data", str(data), "--scans", "0", "--added", "5", "--image-size", "32", "--epochs", "1",
+                 "--cnn-epochs", "1", "--warm-epochs", "1", "--views", "0", "--batch-size", "8",
+                 "--val-fraction", "0.25", "--models", "resnet50", "--out", str(tmp_path / "out"), "--json",
+                 "--reuse-previous"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["previous"]["reused"] == str(tmp_path / "out" / "previous") and again["previous"]["seconds"] is None
+    assert (tmp_path / "out" / "previous" / "manifest.json").stat().st_mtime_ns == stamp
+    assert again["warm"]["features_computed"] == 0  # every row was stored by the first run
+    # Other data (another seed picks other reviewed scans): the previous version is trained again.
+    assert main(["--data", str(data), "--scans", "0", "--added", "5", "--image-size", "32", "--epochs", "1",
+                 "--cnn-epochs", "1", "--warm-epochs", "1", "--views", "0", "--batch-size", "8",
+                 "--val-fraction", "0.25", "--models", "resnet50", "--out", str(tmp_path / "out"), "--json",
+                 "--reuse-previous", "--seed", "7"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["previous"]["seconds"] is not None
+
 
 def test_the_table_names_both_runs_and_the_ratio(tmp_path):
     from bench.retrain import table

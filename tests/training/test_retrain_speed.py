@@ -8,8 +8,8 @@ import pytest
 
 from tests.helpers.labelled_folder import write_labelled_folder
 from training.datasets import list_labelled
-from training.recipe import (DEFAULT_WARM_START_REPLAY, TrainingError, TrainOptions, read_dataset_list,
-                             train_bundle)
+from training.recipe import (DEFAULT_WARM_START_FREEZE, DEFAULT_WARM_START_REPLAY, TrainingError, TrainOptions,
+                             read_dataset_list, train_bundle)
 
 
 def _options(data, out, **kw) -> TrainOptions:
@@ -93,6 +93,7 @@ def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
     assert warm["warm_start"] == {"from": str(base["bundle"]), "digest": bundle_digest(base["bundle"]),
                                   "custom_cnn": True, "epochs": 1, "learning_rate": 1e-12,
                                   "replay": DEFAULT_WARM_START_REPLAY,
+                                  "frozen_convolutions": DEFAULT_WARM_START_FREEZE,
                                   "heads": []}
     assert warm["epochs"]["custom_cnn"] == 1 and warm["training"]["custom_cnn"]["warm_start"] == str(base["bundle"])
     for before, after in zip(_kernels(base["bundle"]), _kernels(tmp_path / "warm")):
@@ -120,6 +121,40 @@ def test_a_warm_start_with_replay_trains_on_the_new_scans_and_a_sample_of_the_ol
     new = train - len(_trained_files(base["bundle"]) & _trained_files(tmp_path / "replay"))
     assert new > 0 and replayed["training"]["custom_cnn"]["trained_rows"] == new + 3 < train
     assert replayed["warm_start"]["replay"] == 3
+
+
+def _layer_weights(bundle) -> dict[str, list[np.ndarray]]:
+    from models.bundle import load_network
+
+    model, _ = load_network(bundle, "custom_cnn")
+    assert all(layer.trainable for layer in model.layers)  # freezing is a run's choice, not saved
+    return {layer.name: [np.asarray(w) for w in layer.weights] for layer in model.layers if layer.weights}
+
+
+def test_a_warm_start_with_frozen_convolutions_trains_only_the_later_layers(base, tmp_path):
+    import keras
+
+    from models.bundle import load_network
+
+    warm = train_bundle(_options(base["data"], tmp_path / "frozen", models=("custom_cnn",), warm_start=base["bundle"],
+                                 warm_start_epochs=1, warm_start_lr=1e-2, warm_start_freeze=3))
+    assert warm["warm_start"]["frozen_convolutions"] == 3
+    before, after = _layer_weights(base["bundle"]), _layer_weights(tmp_path / "frozen")
+    model, _ = load_network(base["bundle"], "custom_cnn")
+    convolutions = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+    frozen = {layer.name for layer in model.layers[:convolutions[3]] if layer.weights}
+    assert {"stem_conv", "stem_bn", "block1a_conv", "block1b_bn"} <= frozen and "block2a_conv" not in frozen
+    for name in before:
+        same = all(np.array_equal(a, b) for a, b in zip(before[name], after[name]))
+        # Kernels and BatchNorm statistics of the first three convolutions stay as they were; the rest train.
+        assert same == (name in frozen), name
+
+
+def test_a_warm_start_cannot_freeze_every_convolution(base, tmp_path):
+    with pytest.raises(TrainingError, match="has 9 convolutions and at least the last one must train"):
+        train_bundle(_options(base["data"], tmp_path / "x", models=("custom_cnn",), warm_start=base["bundle"],
+                              warm_start_freeze=9))
+    assert not (tmp_path / "x").exists()
 
 
 def _trained_files(bundle) -> set[str]:

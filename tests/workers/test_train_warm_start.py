@@ -60,6 +60,8 @@ def test_a_warm_start_takes_the_active_versions_backbone_weights_unless_told_oth
     assert training_options(TrainingRun(params={"warm_start": True}), conf, out, active).backbone_weights == "none"
     replayed = training_options(TrainingRun(params={"warm_start": True, "warm_start_replay": 2000}), conf, out, active)
     assert replayed.warm_start_replay == 2000
+    frozen = training_options(TrainingRun(params={"warm_start": True, "warm_start_freeze": 3}), conf, out, active)
+    assert frozen.warm_start_freeze == 3
     assert training_options(TrainingRun(params={"warm_start": True}), conf, out, active).warm_start_replay is None
     asked = training_options(TrainingRun(params={"warm_start": True, "backbone_weights": "imagenet"}), conf, out, active)
     assert asked.backbone_weights == "imagenet"
