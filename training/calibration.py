@@ -144,6 +144,27 @@ def select_review_threshold(confidence: np.ndarray, correct: np.ndarray, agreeme
     return float(conf[reaching[-1]]) if len(reaching) else None
 
 
+def select_review_rule(confidence: np.ndarray, correct: np.ndarray, agreement: np.ndarray, members: int,
+                       target_accuracy: float) -> tuple[int, float | None]:
+    """(min_agreement, confidence threshold): of the agreement rules from every member down to
+    none, the one whose lowest reaching threshold accepts the most validation scans (ties: the
+    stricter rule); (the majority, None) when none reaches the target.
+
+    On the whole-folder bundle the majority rule sent scans to review that the confident ensemble
+    had right (the weaker members disagreed): choosing the rule on validation raised the share of
+    unseen scans accepted from 83.5 % to 86.9 % at the same accuracy (README, review queue)."""
+    best: tuple[int, int, float | None] = (-1, default_min_agreement(members), None)
+    for rule in range(members, -1, -1):
+        allowed = np.asarray(agreement) >= rule
+        threshold = select_review_threshold(confidence, correct, allowed, target_accuracy)
+        if threshold is None:
+            continue
+        accepted = int((allowed & (np.asarray(confidence) >= threshold)).sum())
+        if accepted > best[0]:
+            best = (accepted, rule, threshold)
+    return best[1], best[2]
+
+
 def default_min_agreement(members: int) -> int:
     """A strict majority of the members must give the ensemble's label (3 of 5)."""
     return members // 2 + 1
@@ -203,10 +224,9 @@ def fit_calibration(probabilities: Mapping[str, np.ndarray], y_true: np.ndarray,
         return {"ece": expected_calibration_error(y, p), "brier": brier_score(y, p),
                 "nll": negative_log_likelihood(y, p), "accuracy": float(np.mean(p.argmax(1) == y))}
 
-    min_agreement = default_min_agreement(len(members))
     confidence, correct = _top(y, ensemble)
     agreement = sum((p.argmax(axis=1) == ensemble.argmax(axis=1)).astype(int) for p in members.values())
-    threshold = select_review_threshold(confidence, correct, agreement >= min_agreement, target_accuracy)
+    min_agreement, threshold = select_review_rule(confidence, correct, agreement, len(members), target_accuracy)
     calibrated = {**members, "ensemble": ensemble}
     block = {
         "method": METHOD,
@@ -230,7 +250,8 @@ def fit_calibration(probabilities: Mapping[str, np.ndarray], y_true: np.ndarray,
         "target_reached": threshold is not None,
         "rule": "needs review when the calibrated ensemble confidence is below confidence_threshold "
                 "or fewer than min_agreement models give the ensemble's label (every scan when no "
-                "threshold reached the target on validation)",
+                "threshold reached the target on validation); min_agreement and the threshold are "
+                "chosen together on validation for the most scans accepted at the target accuracy",
         "validation": triage_report(y, ensemble, members, threshold, min_agreement),
     }
     return CalibrationFit(calibration, fit, calibrated, block, triage)

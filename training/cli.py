@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(a seeded replay sample, e.g. 2000); default: the whole training side")
     train.add_argument("--warm-start-freeze", type=_non_negative_int, default=None, metavar="N",
                        help="a warm-started CNN keeps its first N convolutions as BUNDLE learnt them and trains "
-                            "only the later layers (cheaper epochs); default: the recipe's (README)")
+                            "only the later layers (cheaper epochs); default: 3 for the deep variant, else 0")
     _review_target_option(train)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a labelled folder")

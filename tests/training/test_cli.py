@@ -94,7 +94,7 @@ def test_train_fits_calibration_and_a_review_threshold_on_validation(trained):
         assert calibration["validation"]["after"][name]["accuracy"] == calibration["validation"]["before"][name]["accuracy"]
     assert manifest["validation_metrics"]["ensemble"]["ece"] == pytest.approx(
         calibration["validation"]["after"]["ensemble"]["ece"])
-    assert triage["target_accuracy"] == 0.995 and triage["min_agreement"] == 3
+    assert triage["target_accuracy"] == 0.995 and 0 <= triage["min_agreement"] <= 5
     val = triage["validation"]
     assert val["images"] == manifest["dataset"]["validation"]
     if triage["target_reached"]:

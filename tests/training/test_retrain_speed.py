@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers.labelled_folder import write_labelled_folder
 from training.datasets import list_labelled
-from training.recipe import (DEFAULT_WARM_START_FREEZE, DEFAULT_WARM_START_REPLAY, TrainingError, TrainOptions,
+from training.recipe import (DEFAULT_WARM_START_REPLAY, TrainingError, TrainOptions,
                              read_dataset_list, train_bundle)
 
 
@@ -93,7 +93,7 @@ def test_a_warm_start_continues_the_previous_cnn(base, tmp_path):
     assert warm["warm_start"] == {"from": str(base["bundle"]), "digest": bundle_digest(base["bundle"]),
                                   "custom_cnn": True, "epochs": 1, "learning_rate": 1e-12,
                                   "replay": DEFAULT_WARM_START_REPLAY,
-                                  "frozen_convolutions": DEFAULT_WARM_START_FREEZE,
+                                  "frozen_convolutions": 3,  # the deep variant's default
                                   "heads": []}
     assert warm["epochs"]["custom_cnn"] == 1 and warm["training"]["custom_cnn"]["warm_start"] == str(base["bundle"])
     for before, after in zip(_kernels(base["bundle"]), _kernels(tmp_path / "warm")):
@@ -148,6 +148,16 @@ def test_a_warm_start_with_frozen_convolutions_trains_only_the_later_layers(base
         same = all(np.array_equal(a, b) for a, b in zip(before[name], after[name]))
         # Kernels and BatchNorm statistics of the first three convolutions stay as they were; the rest train.
         assert same == (name in frozen), name
+
+
+def test_the_freeze_defaults_to_the_deep_cnns_stem_and_first_block_and_zero_trains_every_layer(base, tmp_path):
+    assert _options(base["data"], tmp_path).frozen_convolutions() == 3
+    assert _options(base["data"], tmp_path, cnn_variant="improved").frozen_convolutions() == 0
+    assert _options(base["data"], tmp_path, warm_start_freeze=0).frozen_convolutions() == 0
+    train_bundle(_options(base["data"], tmp_path / "all", models=("custom_cnn",), warm_start=base["bundle"],
+                          warm_start_epochs=1, warm_start_lr=1e-2, warm_start_freeze=0))
+    before, after = _layer_weights(base["bundle"]), _layer_weights(tmp_path / "all")
+    assert not any(np.array_equal(before[name][0], after[name][0]) for name in ("stem_conv", "block1a_conv"))
 
 
 def test_a_warm_start_cannot_freeze_every_convolution(base, tmp_path):
