@@ -160,5 +160,14 @@ def test_a_quick_model_and_its_calibration_are_named_in_the_api_and_on_the_page(
     page = client.get("/models", headers=auth("viewer")).get_data(as_text=True)
     card = page.split(f'id="version-{version.id}"')[1].split("</article>")[0]
     assert "quick first model" in card and "0.973" in card and "81.0 % accepted" in card and "1.25" in card
+    assert "fewer than 4 models agree" in card
+    # A rule chosen on validation may need one model, or none, to give the ensemble's label.
+    for rule, words in ((1, "or no model gives the ensemble's label"), (0, None)):
+        version.manifest = {**version.manifest, "triage": {**version.manifest["triage"], "min_agreement": rule}}
+        session.commit()
+        page = client.get("/models", headers=auth("viewer")).get_data(as_text=True)
+        card = page.split(f'id="version-{version.id}"')[1].split("</article>")[0]
+        assert "models agree" not in card and (words is None or words in card) and "0.973" in card
+        assert words is not None or "no model gives" not in card
     other = page.split(f'id="version-{plain.id}"')[1].split("</article>")[0]
     assert "quick first model" not in other and "not calibrated" in other
