@@ -287,10 +287,10 @@ def _warm_start_line(options: Any, pool: Any, active_id: int | None) -> str:
     if problem is not None:
         options.warm_start = None
         return f"version {active_id}'s custom CNN cannot be continued ({problem}): it trains from scratch"
-    recipe = options.warm_recipe()
+    recipe, frozen = options.warm_recipe(), options.frozen_convolutions()
     return (f"continuing version {active_id}'s custom CNN for {recipe.epochs} epochs at a peak rate of "
-            f"{recipe.learning_rate:g}, and its ResNet50/VGG16 heads where the backbone is the same; "
-            "the gate still decides")
+            f"{recipe.learning_rate:g}" + (f" (its first {frozen} convolutions frozen)" if frozen else "")
+            + ", and its ResNet50/VGG16 heads where the backbone is the same; the gate still decides")
 
 
 def _record_decision(session: Session, run_id: int, candidate_id: int, compared: tuple[int, Any] | None,

@@ -3,6 +3,8 @@ recipe, and through a real run (the gate still decides). Reuse of stored feature
 tested on the recipe (tests/training/test_retrain_speed.py)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -112,6 +114,9 @@ def test_a_warm_run_continues_the_active_cnn_and_the_gate_decides(tmp_path, cnn_
         first = session.get(TrainingRun, run_id)
     assert first.status == "succeeded", first.error
     assert f"[warm start] continuing version {active_id}'s custom CNN for 3 epochs" in first.log
+    # The deep variant continues with its stem frozen; the tiny bundle's 4-convolution CNN trains every layer.
+    variant = json.loads((cnn_bundle / "manifest.json").read_text()).get("custom_cnn_variant") or "improved"
+    assert ("(its first 3 convolutions frozen)" in first.log) == (variant == "deep")
     with factory() as session:
         version = session.execute(select(ModelVersion).where(ModelVersion.id != active_id)).scalar_one()
         manifest = version.manifest
