@@ -159,10 +159,10 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 len(after.evaluation))
     # Without the custom CNN (a subset in --models) only the feature cache makes the difference.
     continued = out / "previous" if "custom_cnn" in _options(args, out).models else None
-    replay = {} if args.warm_replay is None else {"warm_start_replay": args.warm_replay}
-    if args.warm_freeze is not None:
-        replay["warm_start_freeze"] = args.warm_freeze
-    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued, **replay),
+    # Only the warm options asked for; the rest stay the recipe's.
+    warm_options = {key: value for key, value in (("warm_start_replay", args.warm_replay),
+                                                  ("warm_start_freeze", args.warm_freeze)) if value is not None}
+    warm = _train("warm", _options(args, out / "warm", feature_cache=cache, warm_start=continued, **warm_options),
                   after.train, after.evaluation)
     cold = _train("cold", _options(args, out / "cold"), after.train, after.evaluation)
     # The gate scores the candidate and re-scores the active (here: previous) version on the
@@ -199,10 +199,11 @@ def table(result: dict) -> str:
                      f"{r['gate']['candidate']['macro_f1']:.4f}"))
     previous = result["cold"]["gate"]["previous"]
     before = result["previous"]
-    rows.append(("previous", "reused" if before["seconds"] is None else f"{before['seconds']:.0f}",
-                 "-" if before["cpu_seconds"] is None else f"{before['cpu_seconds']:.0f}", "-",
-                 str(before["features_computed"] if before["features_computed"] is not None else "-"),
-                 str(result["previous"]["cnn_epochs"]), f"{previous['accuracy']:.4f}", f"{previous['macro_f1']:.4f}"))
+    reused = before["seconds"] is None  # --reuse-previous: trained by an earlier run, not timed here
+    rows.append(("previous", "reused" if reused else f"{before['seconds']:.0f}",
+                 "-" if reused else f"{before['cpu_seconds']:.0f}", "-",
+                 "-" if reused else str(before["features_computed"]),
+                 str(before["cnn_epochs"]), f"{previous['accuracy']:.4f}", f"{previous['macro_f1']:.4f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -140,12 +140,10 @@ def check_param_values(params: dict[str, Any]) -> None:
     warm = params.get("warm_start", False)
     if not isinstance(warm, bool):
         raise ValueError(f"the training parameter 'warm_start' is true or false, got {warm!r}")
-    replay = params.get("warm_start_replay")
-    if replay is not None and (isinstance(replay, bool) or not isinstance(replay, int) or replay < 0):
-        raise ValueError(f"the training parameter 'warm_start_replay' is a whole number of scans, got {replay!r}")
-    freeze = params.get("warm_start_freeze")
-    if freeze is not None and (isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0):
-        raise ValueError(f"the training parameter 'warm_start_freeze' is a whole number of convolutions, got {freeze!r}")
+    for name, unit in (("warm_start_replay", "scans"), ("warm_start_freeze", "convolutions")):
+        value = params.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"the training parameter '{name}' is a whole number of {unit}, got {value!r}")
     profile = params.get("profile", "full")
     if profile not in PROFILES:
         raise ValueError(f"the training parameter 'profile' is one of {', '.join(PROFILES)}, got {profile!r}")

@@ -153,13 +153,14 @@ def select_review_rule(confidence: np.ndarray, correct: np.ndarray, agreement: n
     On the whole-folder bundle the majority rule sent scans to review that the confident ensemble
     had right (the weaker members disagreed): choosing the rule on validation raised the share of
     unseen scans accepted from 83.5 % to 86.9 % at the same accuracy (README, review queue)."""
+    confidence, agreement = np.asarray(confidence), np.asarray(agreement)
     best: tuple[int, int, float | None] = (-1, default_min_agreement(members), None)
     for rule in range(members, -1, -1):
-        allowed = np.asarray(agreement) >= rule
+        allowed = agreement >= rule
         threshold = select_review_threshold(confidence, correct, allowed, target_accuracy)
         if threshold is None:
             continue
-        accepted = int((allowed & (np.asarray(confidence) >= threshold)).sum())
+        accepted = int((allowed & (confidence >= threshold)).sum())
         if accepted > best[0]:
             best = (accepted, rule, threshold)
     return best[1], best[2]

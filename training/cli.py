@@ -195,8 +195,8 @@ def triage_line(triage: dict | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and save a bundle; print per-epoch progress and a validation summary."""
-    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, DEFAULT_WARM_START_FREEZE,
-                                 DEFAULT_WARM_START_REPLAY, TrainOptions,
+    from training.recipe import (DEFAULT_FEATURE_CACHE_MAX_MB, DEFAULT_WARM_START_EPOCHS, DEFAULT_WARM_START_REPLAY,
+                                 TrainOptions,
                                  train_bundle)
 
     options = TrainOptions(
@@ -217,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         warm_start_epochs=args.warm_start_epochs or DEFAULT_WARM_START_EPOCHS,
         warm_start_lr=args.warm_start_lr,
         warm_start_replay=DEFAULT_WARM_START_REPLAY if args.warm_start_replay is None else args.warm_start_replay,
-        warm_start_freeze=DEFAULT_WARM_START_FREEZE if args.warm_start_freeze is None else args.warm_start_freeze,
+        warm_start_freeze=args.warm_start_freeze,  # None: the CNN variant's default
         review_target_accuracy=args.review_target_accuracy,
     )
     started = time.perf_counter()

@@ -48,7 +48,6 @@ DEFAULT_WARM_START_REPLAY: int | None = None
 # 392 s to 238 s, evaluation accuracy 0.9575 against 0.9556 with every layer training (README
 # retrain figures). The 4-convolution variants were not measured and train every layer.
 WARM_START_FREEZE_BY_VARIANT = {"deep": 3}
-DEFAULT_WARM_START_FREEZE: int | None = None  # None: WARM_START_FREEZE_BY_VARIANT, else 0
 WARM_START_LR_FACTOR = 0.1
 # Bound of the persistent feature store unless said otherwise (MB; 0 turns the store off).
 DEFAULT_FEATURE_CACHE_MAX_MB = 4096
@@ -113,7 +112,7 @@ class TrainOptions:
     warm_start_replay: int | None = DEFAULT_WARM_START_REPLAY
     # A warm-started CNN's first N convolutions stay frozen (freeze_leading_convolutions);
     # None: the CNN variant's default (frozen_convolutions()).
-    warm_start_freeze: int | None = DEFAULT_WARM_START_FREEZE
+    warm_start_freeze: int | None = None
     # The review threshold is the lowest calibrated ensemble confidence at which the validation
     # scans accepted without review reach this accuracy (REVIEW_TARGET_ACCURACY for the service).
     review_target_accuracy: float = DEFAULT_REVIEW_TARGET_ACCURACY
@@ -580,18 +579,25 @@ def check_warm_start(options: TrainOptions) -> dict:
     if "custom_cnn" in shared and frozen:
         from training.cnn_variants import build_cnn
 
-        convolutions = count_convolutions(build_cnn(variant, options.image_size, len(manifest["classes"])))
-        if frozen >= convolutions:
-            raise TrainingError(f"--warm-start-freeze {frozen}: the '{variant}' custom CNN has "
-                                f"{convolutions} convolutions and at least the last one must train")
+        # Built, not loaded: the architecture alone says how many convolutions there are.
+        _check_freeze(build_cnn(variant, options.image_size, len(manifest["classes"])), frozen)
     return manifest
 
 
-def count_convolutions(model) -> int:
-    """How many Conv2D layers `model` has (what --warm-start-freeze counts)."""
+def _convolution_positions(model) -> list[int]:
+    """Indices in `model.layers` of its Conv2D layers (what --warm-start-freeze counts)."""
     import keras
 
-    return sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+    return [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _check_freeze(model, count: int) -> list[int]:
+    """`model`'s convolution positions; TrainingError when freezing `count` would leave none training."""
+    positions = _convolution_positions(model)
+    if count >= len(positions):
+        raise TrainingError(f"--warm-start-freeze {count}: the custom CNN has {len(positions)} convolutions "
+                            "and at least the last one must train")
+    return positions
 
 
 def _warm_head_source(options: TrainOptions, manifest: dict | None, arch: str) -> tuple[str, str | None] | None:
@@ -675,11 +681,11 @@ def _train_custom_cnn(split: _Split, options: TrainOptions, report, warm=None):
 
     if warm is not None:
         recipe, model = options.warm_recipe(), warm
-        frozen = freeze_leading_convolutions(model, options.frozen_convolutions())
+        count = options.frozen_convolutions()
+        frozen = freeze_leading_convolutions(model, count)
         report(0.0, f"custom_cnn: continuing {options.warm_start} for {recipe.epochs} epochs "
                     f"at a peak rate of {recipe.learning_rate:g}"
-                    + (f", its first {options.frozen_convolutions()} convolutions frozen ({frozen} layers)"
-                       if frozen else ""))
+                    + (f", its first {count} convolutions frozen ({frozen} layers)" if frozen else ""))
     else:
         recipe = options.cnn_recipe()
         keras.utils.set_random_seed(component_seed(options.seed, "custom_cnn"))
@@ -709,15 +715,9 @@ def freeze_leading_convolutions(model, count: int) -> int:
     their BatchNorm and pooling); return how many layers were frozen. Frozen BatchNorm layers run
     in inference mode, and no gradient flows below the first trainable layer, which is what makes
     a warm start cheaper (README "Retraining in minutes")."""
-    import keras
-
     if count <= 0:
         return 0
-    convolutions = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
-    if count >= len(convolutions):
-        raise TrainingError(f"--warm-start-freeze {count}: the custom CNN has {len(convolutions)} convolutions "
-                            "and at least the last one must train")
-    frozen = [layer for layer in model.layers[:convolutions[count]] if layer.weights]
+    frozen = [layer for layer in model.layers[:_check_freeze(model, count)[count]] if layer.weights]
     for layer in frozen:
         layer.trainable = False
     return len(frozen)

@@ -58,3 +58,15 @@ def test_the_table_names_both_runs_and_the_ratio(tmp_path):
                   "image_size": 64, "machine": "x86_64, 2 CPUs"})
     assert "cold / warm: 5.00x training (4.50x in CPU time), 4.20x with the gate" in text
     assert [line.split()[0] for line in text.splitlines()[2:5]] == ["cold", "warm", "previous"]
+
+
+def test_the_table_marks_a_reused_previous_version_as_not_timed():
+    from bench.retrain import table
+
+    run = {"seconds": 10.0, "cpu_seconds": 15.0, "with_gate_seconds": 12.0, "features_computed": 5, "cnn_epochs": 3,
+           "gate": {"candidate": {"accuracy": 0.9, "macro_f1": 0.89}, "previous": {"accuracy": 0.8, "macro_f1": 0.79}}}
+    reused = {"seconds": None, "cpu_seconds": None, "features_computed": None, "cnn_epochs": 15, "reused": "/x"}
+    text = table({"cold": {**run, "seconds": 50.0}, "warm": run, "previous": reused, "speedup": 5.0,
+                  "speedup_with_gate": 4.2, "cpu_speedup": 4.5, "load_average": [2.0, 2.0, 2.0], "folder_files": 100,
+                  "reviewed_added": 20, "evaluation_scans": 11, "image_size": 64, "machine": "x86_64, 2 CPUs"})
+    assert text.splitlines()[4].split()[:6] == ["previous", "reused", "-", "-", "-", "15"]
