@@ -40,6 +40,9 @@ class Settings:
     inference_batches_per_task: int = 4
     inference_precision: str = "auto"
     max_upload_mb: int = 512
+    # Status event streams (GET /api/v1/jobs/<id>/events) one web process holds at once: each
+    # holds a server thread, so keep it under the web server's threads per process.
+    job_events_max_streams: int = 40
     max_zip_files: int = 20000
     max_scan_attempts: int = 3
     # Images declaring more pixels than this (read from the header) are refused before decoding.
@@ -187,6 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         inference_batches_per_task=_int(environ, "INFERENCE_BATCHES_PER_TASK", 4),
         inference_precision=precision,
         max_upload_mb=_int(environ, "MAX_UPLOAD_MB", 512),
+        job_events_max_streams=_int(environ, "JOB_EVENTS_MAX_STREAMS", 40, minimum=0),
         max_zip_files=_int(environ, "MAX_ZIP_FILES", 20000),
         # SCAN_MAX_ATTEMPTS is accepted as another spelling of the same setting.
         max_scan_attempts=_int(environ, "MAX_SCAN_ATTEMPTS" if environ.get("MAX_SCAN_ATTEMPTS")

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="auto: a Redis that answers, else a private redis-server, else files")
     parser.add_argument("--web-server", choices=["gunicorn", "flask"], default="gunicorn")
     parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    # Each open status stream holds a thread: more threads than JOB_EVENTS_MAX_STREAMS (40)
+    # leave some for ordinary requests; idle threads cost only their stacks.
+    parser.add_argument("--web-threads", type=int, default=int(os.environ.get("WEB_THREADS", "48")))
     parser.add_argument("--no-train", action="store_true",
                         help="never queue a first training run, even if TRAINING_DATA_DIR is set")
     parser.add_argument("--ready-file", type=Path,
@@ -122,7 +125,7 @@ def start_services(args: argparse.Namespace, sup: Supervisor, env: dict[str, str
     """Start web, the inference and training workers, and beat; return the base URL."""
     bind = f"{args.host}:{args.port}"
     if args.web_server == "gunicorn":
-        web = [tool("gunicorn"), "--bind", bind, "--workers", str(args.web_workers), "--threads", "4",
+        web = [tool("gunicorn"), "--bind", bind, "--workers", str(args.web_workers), "--threads", str(args.web_threads),
                "--timeout", "600", "--graceful-timeout", "10", "--access-logfile", "-", "web:create_app()"]
     else:
         web = [tool("flask"), "--app", "web", "run", "--host", args.host, "--port", str(args.port),

@@ -40,6 +40,7 @@ ROUTE_ROLES: dict[str, str] = {
     "api.add_files_route": "uploader",
     "api.close_job_route": "uploader",
     "api.job_status": "viewer",
+    "api.job_events": "viewer",
     "api.job_results": "viewer",
     "api.job_files": "viewer",
     # the API's contract: the OpenAPI document and the reference page made from it

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from db.session import make_engine, make_session_factory
 from web.errors import ApiError
+from web.job_events import JobWatch
 
 logger = logging.getLogger(__name__)
 EXTENSION_KEY = "mri"
@@ -25,6 +26,7 @@ class AppState:
     engine: Engine
     session_factory: sessionmaker[Session]
     celery: Any
+    job_watch: JobWatch  # the status event streams of this process
 
 
 def init_app(app: Flask, settings: Settings) -> AppState:
@@ -34,8 +36,9 @@ def init_app(app: Flask, settings: Settings) -> AppState:
     engine = make_engine(settings.database_url)
     celery = create_celery(settings)
     celery.set_default()
-    state = AppState(settings=settings, engine=engine,
-                     session_factory=make_session_factory(engine), celery=celery)
+    factory = make_session_factory(engine)
+    state = AppState(settings=settings, engine=engine, session_factory=factory, celery=celery,
+                     job_watch=JobWatch(factory, max_streams=settings.job_events_max_streams))
     app.extensions[EXTENSION_KEY] = state
     app.teardown_appcontext(_close_session)
     return state

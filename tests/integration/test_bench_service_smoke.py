@@ -39,12 +39,14 @@ def test_bench_load_checks_concurrent_uploads_under_polling(tmp_path, tiny_bundl
     assert record["polls"] > 0 and record["poll_5xx"] == 0 and record["poll_p95_ms"] > 0
 
 
-def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle):
+@pytest.mark.parametrize("watch, part_files", [("poll", "0"), ("stream", "3")])
+def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle, watch, part_files):
     _scan_folder(tmp_path / "scans", 3)
     out = subprocess.run(
         [sys.executable, "-m", "bench.service", "--data", str(tmp_path / "scans"), "--scans", "8",
          "--bundle", str(tiny_bundle),
          "--batch-size", "4", "--image-size", "32", "--pollers", "4", "--poll-interval", "0.1",
+         "--watch", watch, "--part-files", part_files,
          "--redis-url", suite_redis_url(3), "--timeout", "300"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -53,4 +55,13 @@ def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle):
     assert record["service_scans_per_s"] > 0 and record["engine_scans_per_s"] > 0
     assert record["service_vs_engine"] == pytest.approx(
         record["service_scans_per_s"] / record["engine_scans_per_s"], rel=0.01)
-    assert record["polls"] > 0 and record["poll_errors"] == 0 and record["poll_p95_ms"] > 0
+    # The time is the service's record of the job's end, which the bench sees only after it.
+    assert 0 < record["service_wall_s"] <= record["seen_done_s"]
+    assert record["watch"] == watch and record["poll_errors"] == 0
+    if watch == "poll":
+        assert record["upload"] == "one request"
+        assert record["polls"] > 0 and record["poll_p95_ms"] > 0
+    else:  # the client's way: parts of 3 to an open job; every watcher heard the job finish on its stream
+        assert record["upload"] == "parts of 3 to an open job"
+        assert record["streams_opened"] == record["done_heard"] == 4 and record["streams_refused"] == 0
+        assert record["done_lag_p95_ms"] is not None and record["first_event_p95_ms"] > 0

@@ -65,6 +65,8 @@ def test_login_upload_and_status_page(app, live_server, browser, tmp_path, tiny_
     wait.until(ec.url_contains("/jobs/"))
     job_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1])
     wait.until(ec.text_to_be_present_in_element((By.ID, "job-counts"), "of 4"))
+    # The page watches the job's event stream rather than polling it.
+    assert browser.find_element(By.ID, "job").get_attribute("data-watching") == "stream"
     with app.extensions["mri"].session_factory() as s:
         assert sorted(s.execute(select(Scan.path).where(Scan.job_id == job_id)).scalars()) == [
             "notes.txt", "slice0.png", "slice1.png", "slice2.png"]
@@ -83,3 +85,39 @@ def test_login_upload_and_status_page(app, live_server, browser, tmp_path, tiny_
     assert browser.find_element(By.ID, "job-counts").text.startswith("3 classified, 1 failed of 4")
     browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_status_page_polls_when_the_stream_is_refused(app, live_server, browser):
+    """With no stream to spare (503 too_many_streams) the page polls the status and still follows the job."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from db.models import Job
+    from web.auth import get_or_create_user, set_password
+
+    app.extensions["mri"].job_watch.max_streams = 0
+    with app.extensions["mri"].session_factory() as s:
+        user = get_or_create_user(s, "radiologist", "uploader")
+        set_password(user, "a long password")
+        job = Job(name="polled", sealed=True, status="queued", total=1, user_id=user.id)
+        s.add(job)
+        s.flush()
+        s.add(Scan(job_id=job.id, sha256="d" * 64, path="a.png", study="", status="queued"))
+        s.commit()
+        job_id = job.id
+    wait = WebDriverWait(browser, 20)
+    browser.get(live_server + "/login")
+    browser.find_element(By.ID, "name").send_keys("radiologist")
+    browser.find_element(By.ID, "password").send_keys("a long password")
+    browser.find_element(By.ID, "login").click()
+    browser.get(f"{live_server}/jobs/{job_id}")
+    wait.until(lambda b: b.find_element(By.ID, "job").get_attribute("data-watching") == "poll")
+    with app.extensions["mri"].session_factory() as s:
+        scan = s.execute(select(Scan).where(Scan.job_id == job_id)).scalar_one()
+        scan.status, scan.error = "failed", "cannot be read"
+        job = s.get(Job, job_id)
+        job.status, job.failed = "done", 1
+        s.commit()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "job-status"), "done"))
+    assert browser.find_element(By.ID, "job-counts").text.startswith("0 classified, 1 failed of 1")

@@ -102,7 +102,7 @@ class Contract:
     def __init__(self, app) -> None:
         # openapi-core hands text bodies over as bytes; the document calls them strings.
         text = {media: (lambda data: data.decode("utf-8") if isinstance(data, bytes) else data)
-                for media in ("text/csv", "text/plain")}
+                for media in ("text/csv", "text/plain", "text/event-stream")}
         self.spec = OpenAPI.from_dict(load_document(), config=Config(extra_media_type_deserializers=text))
         self.urls = app.url_map.bind("localhost")
         self.covered: set[str] = set()
@@ -186,6 +186,9 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
     check(client.post(f"/api/v1/jobs/{job}/close", headers=uploader), 200)
     check(client.get(f"/api/v1/jobs/{job}/results", headers=viewer), 200)
     check(client.get(f"/api/v1/jobs/{session.get(Scan, scan_id).job_id}/results", headers=viewer), 200)
+    # a finished job's event stream: its status once, then the stream ends
+    events = check(client.get(f"/api/v1/jobs/{session.get(Scan, scan_id).job_id}/events", headers=viewer), 200)
+    assert events.get_data(as_text=True).count("event: status") == 1
 
     # results: JSON page, CSV export
     page = check(client.get("/api/v1/results?label=glioma&min_confidence=0.5&per_page=10", headers=viewer), 200)
@@ -235,6 +238,7 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
         (client.post("/api/v1/training-runs", json={}, headers=reviewer), 403, "forbidden"),
         (client.get("/api/v1/jobs/424242", headers=viewer), 404, "not_found"),
         (client.get("/api/v1/jobs/424242/files", headers=viewer), 404, "not_found"),
+        (client.get("/api/v1/jobs/424242/events", headers=viewer), 404, "not_found"),
         (client.get("/api/v1/scans/424242", headers=viewer), 404, "not_found"),
         # past the database's integer range: no such row, never a database error (found by schemathesis)
         (client.get("/api/v1/jobs/99999999999999999999/files", headers=viewer), 404, "not_found"),
@@ -271,7 +275,7 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
     for response, status, code in errors:
         check(response, status, request_valid=False)
         assert response.get_json()["error"] == code, response.get_json()
-    assert "lable" in errors[12][0].get_json()["detail"]
+    assert "lable" in errors[13][0].get_json()["detail"]
 
     # a browser session's state-changing request without its CSRF token
     login_page = client.client.get("/login").get_data(as_text=True)

@@ -16,14 +16,14 @@ from tasks.reviews import current_review_ids
 from web.api import bp
 from web.auth import current_user
 from web.blobs import BlobStager
-from web.conditional import conditional_json
-from web.errors import ApiError
+from web.conditional import conditional_json, json_etag
+from web.errors import ApiError, json_error
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
+from web.job_events import EventStream, TooManyStreams, job_status_body
 from web.job_summary import study_summaries
 from web.serialize import job_json, review_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
 from web.validation import accepts_query, no_body, refuse_unknown
-from web.waiting import waiting_detail
 
 logger = logging.getLogger(__name__)
 TRUE_VALUES = ("1", "true", "yes", "on")
@@ -168,16 +168,39 @@ def close_job_route(job_id: int) -> Response:
     return jsonify(job_json(job))
 
 
+def _status_body(job_id: int) -> dict[str, Any]:
+    # The row's columns, not an ORM object: a poll reads one row and never changes it.
+    session = db_session()
+    row = session.execute(select(*Job.__table__.columns).where(Job.id == job_id)).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"job {job_id} does not exist")
+    return job_status_body(session, row)
+
+
 @bp.get("/jobs/<int:job_id>")
 def job_status(job_id: int) -> Response:
     """Status and counters of one job; 304 with no body when If-None-Match names its current ETag."""
-    # The row's columns, not an ORM object: a poll reads one row and never changes it.
-    row = db_session().execute(select(*Job.__table__.columns).where(Job.id == job_id)).first()
-    if row is None:
-        raise ApiError(404, "not_found", f"job {job_id} does not exist")
-    body = job_json(row)
-    body["detail"] = waiting_detail(db_session(), body["detail"])
-    return conditional_json(body, request)
+    return conditional_json(_status_body(job_id), request)
+
+
+@bp.get("/jobs/<int:job_id>/events")
+def job_events(job_id: int) -> Response:
+    """The job's status as server-sent events: now, then each time it changes, until it is done."""
+    body = _status_body(job_id)
+    db_session().close()  # the stream may last minutes: it must not hold a database connection
+    tag = json_etag(body)
+    try:
+        stream = EventStream(app_state().job_watch, job_id, tag, body)
+    except TooManyStreams:
+        limit = app_state().settings.job_events_max_streams
+        refused = json_error(503, "too_many_streams", f"this web process already holds its {limit} status "
+                             f"streams (JOB_EVENTS_MAX_STREAMS); poll GET /api/v1/jobs/{job_id} instead")
+        refused.headers["Retry-After"] = "30"
+        return refused
+    response = Response(stream, mimetype="text/event-stream")
+    # Not cached, and not held back by a buffering proxy (nginx honours X-Accel-Buffering).
+    response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return response
 
 
 @bp.get("/jobs/<int:job_id>/files")

@@ -325,8 +325,11 @@
     return `${rate.toFixed(1)} scans/s · about ${duration(left / rate)} left.`;
   }
 
-  // The status answer carries an ETag and "no-cache": the browser revalidates with
-  // If-None-Match and a 304 costs no body. While the status stays the same the page also
+  // The page watches the job's event stream: the service pushes each changed status (it
+  // reads the status of every watched job in one query twice a second, however many pages
+  // watch). Where the stream is refused (too many open) or fails, it polls instead: the
+  // status answer carries an ETag and "no-cache", so the browser revalidates with
+  // If-None-Match and a 304 costs no body; while the status stays the same the page also
   // asks less often (up to every 5 s); any change brings it back to the base rate.
   let lastTag = null, idle = 0, lastFinished = -1;
 
@@ -335,6 +338,32 @@
     lastTag = tag;
     const base = job.total > 2000 ? 3000 : 1000;
     return Math.min(base * Math.pow(1.5, idle), 5000);
+  }
+
+  // Shows one status; true once the job is done (its results are then shown in full).
+  async function show(job, serverNow) {
+    el("job-status").textContent = job.status;
+    el("job-status").className = "status " + job.status;
+    el("job-counts").textContent = `${job.done} classified, ${job.failed} failed of ${job.total}` +
+      (job.reused ? ` (${job.reused} reused)` : "");
+    el("job-progress").value = job.progress;
+    el("job-rate").textContent = rateText(job, serverNow);
+    el("job-detail").hidden = !job.detail;
+    el("job-detail").textContent = job.detail || "";
+    el("job-training-link").hidden = !/training run #\d+/.test(job.detail || "");
+    const finished = job.done + job.failed;
+    if (job.status === "done") { await results(); return true; }
+    // While it runs, the summary fills in too (not too often, and not for very large jobs).
+    if (finished !== lastFinished && job.total <= LIVE_RESULTS_MAX && Date.now() - lastResults >= LIVE_RESULTS_EVERY_MS) {
+      lastFinished = finished;
+      results().catch(() => {});
+    }
+    return false;
+  }
+
+  function cannotRead(message) {
+    el("job-detail").hidden = false;
+    el("job-detail").textContent = "Cannot read the job status: " + message + " (retrying)";
   }
 
   async function poll() {
@@ -347,29 +376,36 @@
       if (date) serverNow = new Date(date);
       if (!response.ok) throw new Error(job.detail || response.statusText);
     } catch (error) {
-      el("job-detail").hidden = false;
-      el("job-detail").textContent = "Cannot read the job status: " + error.message + " (retrying)";
+      cannotRead(error.message);
       setTimeout(poll, 5000);
       return;
     }
-    el("job-status").textContent = job.status;
-    el("job-status").className = "status " + job.status;
-    el("job-counts").textContent = `${job.done} classified, ${job.failed} failed of ${job.total}` +
-      (job.reused ? ` (${job.reused} reused)` : "");
-    el("job-progress").value = job.progress;
-    el("job-rate").textContent = rateText(job, serverNow);
-    el("job-detail").hidden = !job.detail;
-    el("job-detail").textContent = job.detail || "";
-    el("job-training-link").hidden = !/training run #\d+/.test(job.detail || "");
-    const finished = job.done + job.failed;
-    if (job.status === "done") { await results(); return; }
-    // While it runs, the summary fills in too (not too often, and not for very large jobs).
-    if (finished !== lastFinished && job.total <= LIVE_RESULTS_MAX && Date.now() - lastResults >= LIVE_RESULTS_EVERY_MS) {
-      lastFinished = finished;
-      results().catch(() => {});
-    }
-    setTimeout(poll, nextDelay(job, tag));
+    if (!(await show(job, serverNow))) setTimeout(poll, nextDelay(job, tag));
   }
 
-  results().then(poll, poll);
+  function watch() {
+    if (!window.EventSource || !box.dataset.eventsUrl) { poll(); return; }
+    const source = new EventSource(box.dataset.eventsUrl);
+    let heard = false;
+    box.dataset.watching = "stream";
+    source.addEventListener("status", async (message) => {
+      heard = true;
+      if (await show(JSON.parse(message.data), null)) source.close();  // done: no reconnecting
+    });
+    source.addEventListener("gone", (message) => {
+      source.close();
+      cannotRead(JSON.parse(message.data).detail);
+    });
+    source.onerror = () => {
+      // Refused (e.g. 503: too many streams) or never connected: poll instead. A stream
+      // that worked and dropped reconnects by itself (readyState CONNECTING).
+      if (source.readyState === EventSource.CLOSED || !heard) {
+        source.close();
+        box.dataset.watching = "poll";
+        poll();
+      }
+    };
+  }
+
+  results().then(watch, watch);
 })();
