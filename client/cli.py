@@ -245,34 +245,91 @@ def _bar(total_bytes: int, total_files: int, disable: bool) -> Any:
 
 
 def wait_for(api: Api, job: int, progress: bool = True) -> dict:
-    """Poll the job (with its ETag, backing off while unchanged) until it is done; return its status."""
+    """Follow the job until it is done and return its status: on its event stream, where the service
+    pushes each change; else (streams refused, or cut) by polling with its ETag, backing off while
+    unchanged."""
     from tqdm import tqdm
 
-    tag, delay, said = None, POLL_FIRST_S, ""
-    status: dict = {}
+    said = ""
     bar = None
+
+    def show(status: dict) -> bool:
+        nonlocal bar, said
+        if bar is None:
+            bar = tqdm(total=status["total"], unit="scan", desc=f"job {job}", file=sys.stderr,
+                       disable=None if progress else True, dynamic_ncols=True)
+        bar.total = status["total"]
+        bar.n = status["done"] + status["failed"]
+        bar.refresh()
+        if status["detail"] and status["detail"] != said:
+            said = status["detail"]
+            bar.write(f"mri-classify: job {job}: {said}", file=sys.stderr)
+        return status["status"] == "done"
+
     try:
-        while True:
-            response = api.request("GET", f"/api/v1/jobs/{job}", headers={"If-None-Match": tag} if tag else {})
-            if response.status_code == 304:
-                delay = min(delay * POLL_GROWTH, POLL_MAX_S)
-            else:
-                status, tag, delay = response.json(), response.headers.get("ETag"), POLL_FIRST_S
-                if bar is None:
-                    bar = tqdm(total=status["total"], unit="scan", desc=f"job {job}", file=sys.stderr,
-                               disable=None if progress else True, dynamic_ncols=True)
-                bar.total = status["total"]
-                bar.n = status["done"] + status["failed"]
-                bar.refresh()
-                if status["detail"] and status["detail"] != said:
-                    said = status["detail"]
-                    bar.write(f"mri-classify: job {job}: {said}", file=sys.stderr)
-                if status["status"] == "done":
+        try:
+            for status in status_events(api, job):
+                if show(status):
                     return status
-            time.sleep(delay)
+        except StreamUnavailable:
+            pass
+        return _poll_until_done(api, job, show)
     finally:
         if bar is not None:
             bar.close()
+
+
+class StreamUnavailable(Exception):
+    """The job's event stream is refused (too many open, an older service) or was cut."""
+
+
+def status_events(api: Api, job: int) -> Iterator[dict]:
+    """The job's statuses from GET /api/v1/jobs/<job>/events, one per change, reconnecting when the
+    service ends a long stream, until the done status; StreamUnavailable where it cannot stream."""
+    import requests
+
+    while True:
+        try:
+            # The read timeout is well over the 15 s between the stream's keep-alive lines.
+            response = api.session.get(f"{api.url}/api/v1/jobs/{job}/events", stream=True, timeout=(10, 60))
+        except requests.RequestException as exc:
+            raise StreamUnavailable(str(exc)) from None
+        with response:
+            if response.status_code == 404:
+                raise ApiError(404, "not_found", f"job {job} does not exist", "GET", response.url)
+            if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(
+                    "text/event-stream"):
+                raise StreamUnavailable(f"HTTP {response.status_code}")
+            name, data = "", ""
+            try:
+                for line in response.iter_lines(decode_unicode=True):
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif line == "" and name:
+                        if name == "gone":
+                            raise ApiError(404, "not_found", json.loads(data)["detail"], "GET", response.url)
+                        status = json.loads(data)
+                        yield status
+                        if status["status"] == "done":
+                            return
+                        name, data = "", ""
+            except requests.RequestException as exc:
+                raise StreamUnavailable(str(exc)) from None
+
+
+def _poll_until_done(api: Api, job: int, show: Callable[[dict], bool]) -> dict:
+    tag, delay = None, POLL_FIRST_S
+    while True:
+        response = api.request("GET", f"/api/v1/jobs/{job}", headers={"If-None-Match": tag} if tag else {})
+        if response.status_code == 304:
+            delay = min(delay * POLL_GROWTH, POLL_MAX_S)
+        else:
+            status, tag, delay = response.json(), response.headers.get("ETag"), POLL_FIRST_S
+            if show(status):
+                return status
+        time.sleep(delay)
 
 
 def _print_summary(status: dict) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -211,3 +213,46 @@ def test_a_file_the_service_refuses_is_reported_and_the_rest_goes_through(servic
     job_id = int(run.out.strip().rsplit("/", 1)[1])
     assert [path for path, _ in job_scans(service, job_id)] == [
         "study-7/series0/slice_000.png", "study-7/series0/slice_002.png", "study-7/series1/slice_001.png"]
+
+
+def _finish_later(service, job_id: int, after_s: float) -> threading.Thread:
+    """Mark the job done after a while, as a worker finishing it would."""
+    def finish() -> None:
+        time.sleep(after_s)
+        with service.session() as session:
+            job = session.get(Job, job_id)
+            job.status, job.done = "done", job.total
+            session.commit()
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    return thread
+
+
+def _submitted_job(service, mri, tmp_path) -> int:
+    submitted = mri("submit", str(study_folder(tmp_path, count=3)), env=env(service.url, service.token("uploader")))
+    assert submitted.code == 0, submitted.err
+    return int(submitted.out.strip().rsplit("/", 1)[1])
+
+
+def test_status_wait_follows_the_job_on_its_event_stream(service, proxy, mri, tmp_path):
+    job_id = _submitted_job(service, mri, tmp_path)
+    finisher = _finish_later(service, job_id, 1.5)
+    run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
+    finisher.join()
+    assert run.code == 0, run.err
+    assert f"job {job_id} (study-7): done" in run.out and "scans: 3 total, 3 classified" in run.out
+    # One request that the service answered as the job changed, and no polling.
+    assert [path for method, path, _ in proxy.requests if method == "GET"] == [f"/api/v1/jobs/{job_id}/events"]
+
+
+def test_status_wait_polls_where_the_stream_is_refused(service, proxy, mri, tmp_path):
+    job_id = _submitted_job(service, mri, tmp_path)
+    service.app.extensions["mri"].job_watch.max_streams = 0  # every stream answered 503 too_many_streams
+    finisher = _finish_later(service, job_id, 1.5)
+    run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
+    finisher.join()
+    assert run.code == 0, run.err
+    assert f"job {job_id} (study-7): done" in run.out
+    gets = [path for method, path, _ in proxy.requests if method == "GET"]
+    assert gets[0] == f"/api/v1/jobs/{job_id}/events" and gets.count(f"/api/v1/jobs/{job_id}") >= 2
