@@ -40,5 +40,5 @@ USER app
 VOLUME ["/data"]
 EXPOSE 8000
 
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "48", "--timeout", "600", \
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "48", "-c", "python:web.gunicorn_config", "--timeout", "600", \
      "--access-logfile", "-", "web:create_app()"]

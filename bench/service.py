@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         processes.append(start_process(
             [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
-             "-k", "gthread", "--threads", str(args.web_threads), "--log-level", "info",
+             "-k", "gthread", "--threads", str(args.web_threads), "-c", "python:web.gunicorn_config", "--log-level", "info",
              "web:create_app()"], env, work / "web.log", "Booting worker"))
         worker = start_process(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "inference,training,default",

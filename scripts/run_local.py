@@ -126,6 +126,7 @@ def start_services(args: argparse.Namespace, sup: Supervisor, env: dict[str, str
     bind = f"{args.host}:{args.port}"
     if args.web_server == "gunicorn":
         web = [tool("gunicorn"), "--bind", bind, "--workers", str(args.web_workers), "--threads", str(args.web_threads),
+               "-c", "python:web.gunicorn_config",
                "--timeout", "600", "--graceful-timeout", "10", "--access-logfile", "-", "web:create_app()"]
     else:
         web = [tool("flask"), "--app", "web", "run", "--host", args.host, "--port", str(args.port),

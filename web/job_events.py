@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -43,6 +44,16 @@ def job_status_body(session: Session, row: Any) -> dict[str, Any]:
     return body
 
 
+_WATCHES: "weakref.WeakSet[JobWatch]" = weakref.WeakSet()
+
+
+def stop_streams() -> None:
+    """End every open stream of this process now (it is shutting down): otherwise each would hold
+    the server's graceful shutdown until its timeout."""
+    for watch in list(_WATCHES):
+        watch.stop()
+
+
 class TooManyStreams(Exception):
     """This web process already holds its most streams."""
 
@@ -55,7 +66,7 @@ class _Watched:
     gone: bool = False  # the job was deleted while watched
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity (kept in a WeakSet)
 class JobWatch:
     """One per web process: the latest status of every job a stream watches, read in one query a tick."""
 
@@ -67,6 +78,15 @@ class JobWatch:
     _thread: threading.Thread | None = None
     _pid: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        _WATCHES.add(self)
+
+    def stop(self) -> None:
+        """End this watch's streams and its reading thread."""
+        self.stopping.set()
+        with self._changed:
+            self._changed.notify_all()
 
     def open(self, job_id: int, tag: str, body: dict[str, Any]) -> None:
         """Start watching `job_id` (whose status the caller just read); raise TooManyStreams at the cap."""

@@ -11,6 +11,20 @@ from sqlalchemy import event
 from db.models import Job
 
 
+@pytest.fixture()
+def client(app):
+    """A test client that says, as gunicorn's gthread worker and werkzeug's threaded server do, that
+    the server runs requests on threads (a stream is refused by servers that do not)."""
+    from flask.testing import FlaskClient
+
+    class ThreadedServerClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            kwargs["environ_overrides"] = {"wsgi.multithread": True, **(kwargs.get("environ_overrides") or {})}
+            return super().open(*args, **kwargs)
+
+    return ThreadedServerClient(app, app.response_class, use_cookies=True)
+
+
 def _job(session, **fields) -> int:
     job = Job(name="watched", sealed=True, status="running", total=4, **fields)
     session.add(job)
@@ -136,3 +150,12 @@ def test_a_job_deleted_while_watched_ends_its_stream(app, client, auth, session)
 def test_a_stream_needs_a_login_and_an_existing_job(client, auth):
     assert client.get("/api/v1/jobs/1/events").status_code == 401
     assert client.get("/api/v1/jobs/424242/events", headers=auth("viewer")).status_code == 404
+
+
+def test_a_server_without_threads_is_told_to_poll(app, auth, session):
+    """gunicorn's sync worker answers one request at a time: a stream there would block the process."""
+    job_id = _job(session)
+    refused = app.test_client().get(f"/api/v1/jobs/{job_id}/events", headers=auth("viewer"),
+                                    environ_overrides={"wsgi.multithread": False})
+    assert refused.status_code == 503 and refused.get_json()["error"] == "streams_unavailable"
+    assert app.extensions["mri"].job_watch.streams() == 0

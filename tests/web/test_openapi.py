@@ -187,7 +187,8 @@ def test_real_answers_of_every_operation_validate_against_the_document(app, clie
     check(client.get(f"/api/v1/jobs/{job}/results", headers=viewer), 200)
     check(client.get(f"/api/v1/jobs/{session.get(Scan, scan_id).job_id}/results", headers=viewer), 200)
     # a finished job's event stream: its status once, then the stream ends
-    events = check(client.get(f"/api/v1/jobs/{session.get(Scan, scan_id).job_id}/events", headers=viewer), 200)
+    events = check(client.get(f"/api/v1/jobs/{session.get(Scan, scan_id).job_id}/events", headers=viewer,
+                              environ_overrides={"wsgi.multithread": True}), 200)
     assert events.get_data(as_text=True).count("event: status") == 1
 
     # results: JSON page, CSV export

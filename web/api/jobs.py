@@ -188,19 +188,28 @@ def job_events(job_id: int) -> Response:
     """The job's status as server-sent events: now, then each time it changes, until it is done."""
     body = _status_body(job_id)
     db_session().close()  # the stream may last minutes: it must not hold a database connection
+    if not request.environ.get("wsgi.multithread"):
+        # A server that answers one request at a time per process (gunicorn's sync worker) would
+        # serve nobody else while a stream is open.
+        return _refuse_stream("streams_unavailable", "this web server answers one request at a time per "
+                              f"process, so it holds no streams; poll GET /api/v1/jobs/{job_id} instead")
     tag = json_etag(body)
     try:
         stream = EventStream(app_state().job_watch, job_id, tag, body)
     except TooManyStreams:
         limit = app_state().settings.job_events_max_streams
-        refused = json_error(503, "too_many_streams", f"this web process already holds its {limit} status "
-                             f"streams (JOB_EVENTS_MAX_STREAMS); poll GET /api/v1/jobs/{job_id} instead")
-        refused.headers["Retry-After"] = "30"
-        return refused
+        return _refuse_stream("too_many_streams", f"this web process already holds its {limit} status streams "
+                              f"(JOB_EVENTS_MAX_STREAMS); poll GET /api/v1/jobs/{job_id} instead")
     response = Response(stream, mimetype="text/event-stream")
     # Not cached, and not held back by a buffering proxy (nginx honours X-Accel-Buffering).
     response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return response
+
+
+def _refuse_stream(error: str, detail: str) -> Response:
+    refused = json_error(503, error, detail)
+    refused.headers["Retry-After"] = "30"
+    return refused
 
 
 @bp.get("/jobs/<int:job_id>/files")
