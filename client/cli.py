@@ -31,6 +31,7 @@ EXIT_INTERRUPTED = 130
 SECRET_OPTIONS = ("--token", "--url", "--password", "--api-key", "--server")
 MODELS = ("resnet50", "vgg16", "custom_cnn", "svm", "random_forest")
 POLL_FIRST_S, POLL_GROWTH, POLL_MAX_S = 1.0, 1.5, 5.0
+STREAM_RECONNECT_S = 2.0  # the stream's own `retry:` hint
 
 
 class Fail(Exception):
@@ -289,6 +290,7 @@ def status_events(api: Api, job: int) -> Iterator[dict]:
     import requests
 
     while True:
+        heard = False
         try:
             # The read timeout is well over the 15 s between the stream's keep-alive lines.
             response = api.session.get(f"{api.url}/api/v1/jobs/{job}/events", stream=True, timeout=(10, 60))
@@ -310,13 +312,19 @@ def status_events(api: Api, job: int) -> Iterator[dict]:
                     elif line == "" and name:
                         if name == "gone":
                             raise ApiError(404, "not_found", json.loads(data)["detail"], "GET", response.url)
-                        status = json.loads(data)
-                        yield status
-                        if status["status"] == "done":
-                            return
+                        if name == "status":
+                            heard = True
+                            status = json.loads(data)
+                            yield status
+                            if status["status"] == "done":
+                                return
                         name, data = "", ""
             except requests.RequestException as exc:
                 raise StreamUnavailable(str(exc)) from None
+        if not heard:
+            raise StreamUnavailable("the stream ended before any status")
+        # The service ends a stream after a few minutes: open a new one, as a browser does.
+        time.sleep(STREAM_RECONNECT_S)
 
 
 def _poll_until_done(api: Api, job: int, show: Callable[[dict], bool]) -> dict:

@@ -11,12 +11,16 @@ import signal
 
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "48"))  # more than JOB_EVENTS_MAX_STREAMS (40)
+# Threads streams may never take, whatever JOB_EVENTS_MAX_STREAMS says: ordinary requests need some.
+FREE_THREADS = 8
 
 
 def post_worker_init(worker) -> None:
-    """Chain the worker's stop signals: end the status streams, then what gunicorn does."""
-    from web.job_events import stop_streams
+    """Keep a thread free of streams, and chain the worker's stop signals: end the status streams
+    at once, then do what gunicorn does."""
+    from web.job_events import clamp_streams, stop_streams
 
+    clamp_streams(worker.cfg.threads - FREE_THREADS)
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         previous = signal.getsignal(number)
 
@@ -24,5 +28,16 @@ def post_worker_init(worker) -> None:
             stop_streams()
             if callable(previous):
                 previous(signum, frame)
+            else:  # the default action (or none): restore it and let the signal take its course
+                signal.signal(signum, previous)
+                os.kill(os.getpid(), signum)
 
         signal.signal(number, stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it: a stop does not break a system call
+
+
+def worker_exit(server, worker) -> None:
+    """A worker leaving without a stop signal (max_requests, its parent gone) ends its streams too."""
+    from web.job_events import stop_streams
+
+    stop_streams()

@@ -1,10 +1,11 @@
-"""Job status pushed as server-sent events: one query per web process per tick, however many watch.
+"""Job status pushed as server-sent events: one read per web process per tick, however many watch.
 
 A status page or client that polls costs the machine a whole request each time (gunicorn, Flask,
 the token check, a query: about 5 ms of CPU), so 50 watchers polling once a second take about a
 tenth of a 2-core worker machine. A watcher that holds an event stream instead costs one request
 to open it; after that each web process reads the status of every job its streams watch in one
-query every TICK_S while any stream is open (and none at all when none is), and a stream sends an
+query every TICK_S while any stream is open (plus the running training run's, for jobs waiting
+for a first model) (and none at all when none is), and a stream sends an
 event only when its job's status changed. The stream ends after the job's final status, after
 STREAM_MAX_S (the browser's EventSource reconnects by itself), or when the process stops.
 
@@ -54,6 +55,13 @@ def stop_streams() -> None:
         watch.stop()
 
 
+def clamp_streams(most: int) -> None:
+    """Hold at most `most` streams in this process (the web server's threads less a few it keeps for
+    ordinary requests), whatever JOB_EVENTS_MAX_STREAMS says."""
+    for watch in list(_WATCHES):
+        watch.max_streams = max(0, min(watch.max_streams, most))
+
+
 class TooManyStreams(Exception):
     """This web process already holds its most streams."""
 
@@ -93,7 +101,12 @@ class JobWatch:
         with self._changed:
             if sum(w.streams for w in self._jobs.values()) >= self.max_streams:
                 raise TooManyStreams()
-            watched = self._jobs.setdefault(job_id, _Watched(tag=tag, body=body))
+            watched = self._jobs.setdefault(job_id, _Watched())
+            # The caller's read is at least as new as the last tick's: keep it, so neither this
+            # stream nor the others watching the job are ever sent an older status after it.
+            if watched.tag != tag:
+                watched.tag, watched.body, watched.gone = tag, body, False
+                self._changed.notify_all()
             watched.streams += 1
             self._ensure_thread()
             self._changed.notify_all()
@@ -137,18 +150,22 @@ class JobWatch:
             self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while not self.stopping.is_set():
             with self._changed:
                 while not self._jobs and not self.stopping.is_set():
                     self._changed.wait()  # nothing watched: no queries at all
                 ids = sorted(self._jobs)
             try:
-                fresh = self._read(ids)
-            except Exception:  # the database is away: keep the last status, try again next tick
-                logger.exception("job events: could not read the status of jobs %s", ids)
-                fresh = None
-            if fresh is not None:
-                self._publish(ids, fresh)
+                self._publish(ids, self._read(ids))
+                if failing:
+                    logger.info("job events: reading job status works again")
+                failing = False
+            except Exception as exc:  # the database is away: keep the last status, try again next tick
+                if not failing:  # once per outage, not every tick
+                    logger.warning("job events: could not read the status of jobs %s (%s: %s); retrying",
+                                   ids, type(exc).__name__, exc)
+                failing = True
             self.stopping.wait(self.tick_s)
 
     def _read(self, ids: list[int]) -> dict[int, dict[str, Any]]:

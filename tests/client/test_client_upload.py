@@ -256,3 +256,20 @@ def test_status_wait_polls_where_the_stream_is_refused(service, proxy, mri, tmp_
     assert f"job {job_id} (study-7): done" in run.out
     gets = [path for method, path, _ in proxy.requests if method == "GET"]
     assert gets[0] == f"/api/v1/jobs/{job_id}/events" and gets.count(f"/api/v1/jobs/{job_id}") >= 2
+
+
+def test_status_wait_opens_a_new_stream_when_the_service_ends_one(service, proxy, mri, tmp_path, monkeypatch):
+    """The service ends a stream after a while (5 minutes; 0.5 s here): the client opens another."""
+    import client.cli
+    import web.job_events
+
+    monkeypatch.setattr(web.job_events, "STREAM_MAX_S", 0.5)
+    monkeypatch.setattr(client.cli, "STREAM_RECONNECT_S", 0.1)
+    job_id = _submitted_job(service, mri, tmp_path)
+    finisher = _finish_later(service, job_id, 2.0)
+    run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
+    finisher.join()
+    assert run.code == 0, run.err
+    assert f"job {job_id} (study-7): done" in run.out
+    gets = [path for method, path, _ in proxy.requests if method == "GET"]
+    assert len(gets) >= 2 and set(gets) == {f"/api/v1/jobs/{job_id}/events"}  # streams again, never polls

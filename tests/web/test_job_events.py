@@ -159,3 +159,52 @@ def test_a_server_without_threads_is_told_to_poll(app, auth, session):
                                     environ_overrides={"wsgi.multithread": False})
     assert refused.status_code == 503 and refused.get_json()["error"] == "streams_unavailable"
     assert app.extensions["mri"].job_watch.streams() == 0
+
+
+def _idle_watch(max_streams: int = 5):
+    """A JobWatch whose reader never gets to read (a tick an hour long): the tests drive it by hand."""
+    from web.job_events import JobWatch
+
+    def no_database():
+        raise RuntimeError("no database in this test")
+
+    return JobWatch(no_database, max_streams=max_streams, tick_s=3600)
+
+
+def test_a_second_watcher_never_makes_anyone_see_an_older_status():
+    """A stream opened with a fresher read than the last tick's replaces it: the first stream moves
+    forward to it, and the new one is not sent the older status after its own."""
+    watch = _idle_watch()
+    watch.open(7, "tag-1", {"done": 1})
+    watch.open(7, "tag-2", {"done": 2})  # a second page read the job a moment later
+    tag, body, gone = watch.wait(7, "tag-1", timeout=1.0)
+    assert (tag, body, gone) == ("tag-2", {"done": 2}, False)
+    started = time.monotonic()
+    assert watch.wait(7, "tag-2", timeout=0.3)[0] == "tag-2"  # nothing newer: it waits, then says the same
+    assert time.monotonic() - started >= 0.25
+    watch.stop()
+
+
+def test_stop_streams_ends_every_open_stream_at_once(app, client, auth, session):
+    from web.job_events import stop_streams
+
+    job_id = _job(session)
+    response = client.get(f"/api/v1/jobs/{job_id}/events", headers=auth("viewer"), buffered=False)
+    stream = iter(response.response)
+    assert _next_event(stream)[0] == "status"
+    started = time.monotonic()
+    stop_streams()
+    assert [chunk for chunk in stream if b"event:" in (chunk if isinstance(chunk, bytes) else chunk.encode())] == []
+    assert time.monotonic() - started < 2.0  # not the 15 s of a keep-alive wait
+    response.close()
+
+
+def test_clamp_streams_keeps_threads_for_ordinary_requests():
+    from web.job_events import clamp_streams
+
+    watch = _idle_watch(max_streams=40)
+    clamp_streams(8)
+    assert watch.max_streams == 8
+    clamp_streams(-3)
+    assert watch.max_streams == 0
+    watch.stop()

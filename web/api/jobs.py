@@ -197,9 +197,10 @@ def job_events(job_id: int) -> Response:
     try:
         stream = EventStream(app_state().job_watch, job_id, tag, body)
     except TooManyStreams:
-        limit = app_state().settings.job_events_max_streams
-        return _refuse_stream("too_many_streams", f"this web process already holds its {limit} status streams "
-                              f"(JOB_EVENTS_MAX_STREAMS); poll GET /api/v1/jobs/{job_id} instead")
+        limit = app_state().job_watch.max_streams
+        held = f"already holds its {limit} status streams" if limit else "holds no status streams"
+        return _refuse_stream("too_many_streams", f"this web process {held} (JOB_EVENTS_MAX_STREAMS); "
+                              f"poll GET /api/v1/jobs/{job_id} instead")
     response = Response(stream, mimetype="text/event-stream")
     # Not cached, and not held back by a buffering proxy (nginx honours X-Accel-Buffering).
     response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

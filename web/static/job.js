@@ -388,13 +388,16 @@
     const source = new EventSource(box.dataset.eventsUrl);
     let heard = false;
     box.dataset.watching = "stream";
-    source.addEventListener("status", async (message) => {
+    source.addEventListener("status", (message) => {
       heard = true;
-      if (await show(JSON.parse(message.data), null)) source.close();  // done: no reconnecting
+      const job = JSON.parse(message.data);
+      if (job.status === "done") source.close();  // before the results load: no reconnecting to a finished job
+      show(job, null).catch((error) => cannotRead(error.message));
     });
     source.addEventListener("gone", (message) => {
       source.close();
-      cannotRead(JSON.parse(message.data).detail);
+      el("job-detail").hidden = false;
+      el("job-detail").textContent = JSON.parse(message.data).detail;
     });
     source.onerror = () => {
       // Refused (e.g. 503: too many streams) or never connected: poll instead. A stream
