@@ -235,26 +235,27 @@ def _submitted_job(service, mri, tmp_path) -> int:
     return int(submitted.out.strip().rsplit("/", 1)[1])
 
 
-def test_status_wait_follows_the_job_on_its_event_stream(service, proxy, mri, tmp_path):
+def _wait_through_proxy(service, proxy, mri, tmp_path, done_after_s: float) -> tuple[int, list[str]]:
+    """Submit a job, have it finish after a while, follow it with `status --wait` through the proxy;
+    return (job id, the paths of the GETs the client sent)."""
     job_id = _submitted_job(service, mri, tmp_path)
-    finisher = _finish_later(service, job_id, 1.5)
+    finisher = _finish_later(service, job_id, done_after_s)
     run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
     finisher.join()
     assert run.code == 0, run.err
     assert f"job {job_id} (study-7): done" in run.out and "scans: 3 total, 3 classified" in run.out
+    return job_id, [path for method, path, _ in proxy.requests if method == "GET"]
+
+
+def test_status_wait_follows_the_job_on_its_event_stream(service, proxy, mri, tmp_path):
+    job_id, gets = _wait_through_proxy(service, proxy, mri, tmp_path, 1.5)
     # One request that the service answered as the job changed, and no polling.
-    assert [path for method, path, _ in proxy.requests if method == "GET"] == [f"/api/v1/jobs/{job_id}/events"]
+    assert gets == [f"/api/v1/jobs/{job_id}/events"]
 
 
 def test_status_wait_polls_where_the_stream_is_refused(service, proxy, mri, tmp_path):
-    job_id = _submitted_job(service, mri, tmp_path)
     service.app.extensions["mri"].job_watch.max_streams = 0  # every stream answered 503 too_many_streams
-    finisher = _finish_later(service, job_id, 1.5)
-    run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
-    finisher.join()
-    assert run.code == 0, run.err
-    assert f"job {job_id} (study-7): done" in run.out
-    gets = [path for method, path, _ in proxy.requests if method == "GET"]
+    job_id, gets = _wait_through_proxy(service, proxy, mri, tmp_path, 1.5)
     assert gets[0] == f"/api/v1/jobs/{job_id}/events" and gets.count(f"/api/v1/jobs/{job_id}") >= 2
 
 
@@ -265,11 +266,5 @@ def test_status_wait_opens_a_new_stream_when_the_service_ends_one(service, proxy
 
     monkeypatch.setattr(web.job_events, "STREAM_MAX_S", 0.5)
     monkeypatch.setattr(client.cli, "STREAM_RECONNECT_S", 0.1)
-    job_id = _submitted_job(service, mri, tmp_path)
-    finisher = _finish_later(service, job_id, 2.0)
-    run = mri("status", str(job_id), "--wait", env=env(proxy.url, service.token("viewer")))
-    finisher.join()
-    assert run.code == 0, run.err
-    assert f"job {job_id} (study-7): done" in run.out
-    gets = [path for method, path, _ in proxy.requests if method == "GET"]
+    job_id, gets = _wait_through_proxy(service, proxy, mri, tmp_path, 2.0)
     assert len(gets) >= 2 and set(gets) == {f"/api/v1/jobs/{job_id}/events"}  # streams again, never polls

@@ -55,6 +55,14 @@ def _next_event(stream, timeout: float = 10.0) -> tuple[str, dict]:
     raise AssertionError("no event")
 
 
+def _watching(client, auth, job_id: int):
+    """Open a job's stream; return (response, its chunks) after reading the first status from it."""
+    response = client.get(f"/api/v1/jobs/{job_id}/events", headers=auth("viewer"), buffered=False)
+    stream = iter(response.response)
+    assert _next_event(stream)[0] == "status"
+    return response, stream
+
+
 def _update(session, job_id: int, **fields) -> None:
     job = session.get(Job, job_id)
     for name, value in fields.items():
@@ -137,9 +145,7 @@ def test_past_the_cap_the_answer_is_503_and_a_closed_stream_frees_its_place(app,
 
 def test_a_job_deleted_while_watched_ends_its_stream(app, client, auth, session):
     job_id = _job(session)
-    response = client.get(f"/api/v1/jobs/{job_id}/events", headers=auth("viewer"), buffered=False)
-    stream = iter(response.response)
-    assert _next_event(stream)[0] == "status"
+    response, stream = _watching(client, auth, job_id)
     session.delete(session.get(Job, job_id))
     session.commit()
     name, data = _next_event(stream)
@@ -188,10 +194,7 @@ def test_a_second_watcher_never_makes_anyone_see_an_older_status():
 def test_stop_streams_ends_every_open_stream_at_once(app, client, auth, session):
     from web.job_events import stop_streams
 
-    job_id = _job(session)
-    response = client.get(f"/api/v1/jobs/{job_id}/events", headers=auth("viewer"), buffered=False)
-    stream = iter(response.response)
-    assert _next_event(stream)[0] == "status"
+    response, stream = _watching(client, auth, _job(session))
     started = time.monotonic()
     stop_streams()
     assert [chunk for chunk in stream if b"event:" in (chunk if isinstance(chunk, bytes) else chunk.encode())] == []
