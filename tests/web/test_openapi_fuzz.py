@@ -38,9 +38,18 @@ def fuzz_document() -> dict:
 
 
 @pytest.fixture()
-def fuzz_app(app, auth, active_version):
-    """The app with a job (id 1), a classified scan (id 1) and an admin token; the token in app.config."""
+def fuzz_app(app, auth, active_version, monkeypatch):
+    """The app with a job (id 1), a classified scan (id 1) and an admin token; the token in app.config.
+
+    It is served as a threaded server would serve it (so status streams are allowed), and a stream
+    ends after its first status instead of watching the open job for minutes.
+    """
+    import web.job_events
     from db.models import Job, Prediction, Scan
+
+    monkeypatch.setattr(web.job_events, "STREAM_MAX_S", 0.0)
+    wsgi_app = app.wsgi_app
+    app.wsgi_app = lambda environ, start_response: wsgi_app({**environ, "wsgi.multithread": True}, start_response)
 
     headers = auth("admin")
     with app.extensions["mri"].session_factory() as session:
