@@ -66,6 +66,7 @@ def test_login_upload_and_status_page(app, live_server, browser, tmp_path, tiny_
     job_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1])
     wait.until(ec.text_to_be_present_in_element((By.ID, "job-counts"), "of 4"))
     # The page watches the job's event stream rather than polling it.
+    wait.until(lambda b: b.find_element(By.ID, "job").get_attribute("data-watching") is not None)
     assert browser.find_element(By.ID, "job").get_attribute("data-watching") == "stream"
     with app.extensions["mri"].session_factory() as s:
         assert sorted(s.execute(select(Scan.path).where(Scan.job_id == job_id)).scalars()) == [
@@ -111,6 +112,7 @@ def test_the_status_page_polls_when_the_stream_is_refused(app, live_server, brow
     browser.find_element(By.ID, "name").send_keys("radiologist")
     browser.find_element(By.ID, "password").send_keys("a long password")
     browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.ID, "upload-form")))  # logged in, before going on
     browser.get(f"{live_server}/jobs/{job_id}")
     wait.until(lambda b: b.find_element(By.ID, "job").get_attribute("data-watching") == "poll")
     with app.extensions["mri"].session_factory() as s:
