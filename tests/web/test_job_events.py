@@ -115,7 +115,7 @@ def test_watchers_share_one_query_a_tick(app, client, auth, session):
         time.sleep(2.0)
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert 2 <= len(queries) <= 6, queries  # about 4 ticks of 0.5 s: one query each, not ten
+    assert 1 <= len(queries) <= 6, queries  # about 4 ticks of 0.5 s (fewer on a loaded machine): one query each, not ten
     for response in responses:
         response.close()
     assert app.extensions["mri"].job_watch.streams() == 0
