@@ -31,6 +31,11 @@ def test_precision_bench_measures_every_variant_on_unseen_scans(tmp_path, tiny_b
             trained.add(hashlib.sha256(path.read_bytes()).hexdigest())
             rows.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}\t0\t{CLASSES[label]}\ttrain")
     (bundle / "dataset.tsv").write_text("\n".join(rows) + "\n")
+    # A bundle whose own check let every network serve in bfloat16: the "VGG16, CNN" variant must
+    # still keep ResNet50 (and the SVM/RF on its features) in float32.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["precision"] = {"bfloat16_networks": ["resnet50", "vgg16", "custom_cnn"], "checked": True}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
     out = subprocess.run([sys.executable, "-m", "bench.precision", "--bundle", str(bundle), "--data",
                           str(tmp_path / "data"), "--scans", "40", "--calibration-scans", "4", "--batch-size", "4",
                           "--repeats", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -50,3 +55,9 @@ def test_precision_bench_measures_every_variant_on_unseen_scans(tmp_path, tiny_b
         assert set(record_["model_agreement"]) == {"resnet50", "vgg16", "custom_cnn", "svm", "random_forest",
                                                    "ensemble"}
     assert set(variants["tflite int8"]["convert_seconds"]) == {"resnet50", "vgg16", "custom_cnn"}
+    assert variants["float32"]["bfloat16_networks"] == []
+    if record["bf16_supported"]:
+        assert variants["bfloat16 (VGG16, CNN)"]["bfloat16_networks"] == ["custom_cnn", "vgg16"]
+        assert variants["bfloat16 (every network)"]["bfloat16_networks"] == ["custom_cnn", "resnet50", "vgg16"]
+        kept = variants["bfloat16 (VGG16, CNN)"]["model_agreement"]
+        assert (kept["resnet50"], kept["svm"], kept["random_forest"]) == (1.0, 1.0, 1.0)
