@@ -33,19 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run as a script: the repository root is not on sys.path
     sys.path.insert(0, str(REPO))
 
-from bench.service import (DEFAULT_DATA, DEFAULT_PG, POLL_OK, Api, free_port, pick_files,  # noqa: E402
+from bench.service import (DEFAULT_DATA, DEFAULT_PG, POLL_OK, Api, free_port, percentile, pick_files,  # noqa: E402
                            start_offset, start_process, tear_down, temporary_database)
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
 VENV_BIN = Path(sys.executable).parent
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of `values` (None when empty)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, int(round(fraction * len(ordered))) - 1)]
 
 
 def poll_jobs(port: int, token: str, job_ids: list[int], interval: float, stop: threading.Event,

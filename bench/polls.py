@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run as a script: the repository root is not on sys.path
     sys.path.insert(0, str(REPO))
 
-from bench.service import (DEFAULT_PG, DEFAULT_REDIS, POLL_OK, Api, free_port,  # noqa: E402
+from bench.service import (DEFAULT_PG, DEFAULT_REDIS, POLL_OK, Api, free_port, percentile,  # noqa: E402
                            start_offset, start_process, tear_down, temporary_database)
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -105,7 +105,7 @@ def phase(port: int, token: str, path: str, pollers: int, seconds: float, interv
     return {
         "polls": polls, "not_modified": statuses.count(304), "errors": sum(s not in POLL_OK for s in statuses),
         "p50_ms": round(statistics.median(latencies), 2),
-        "p95_ms": round(latencies[max(0, int(round(0.95 * polls)) - 1)], 2),
+        "p95_ms": round(percentile(latencies, 0.95), 2),
         **{f"{side}_cpu_ms_per_poll": round(1000 * value / max(polls, 1), 3) for side, value in used.items()},
         "cpu_share_of_machine": round(sum(used.values()) / seconds / os.cpu_count(), 4),
     }

@@ -323,20 +323,27 @@ class EngineAlone:
         return len(self.images) / (time.perf_counter() - started)
 
 
-def _percentile(values: list[float], share: float) -> float | None:
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of `values` (None when empty)."""
+    if not values:
+        return None
     ordered = sorted(values)
-    return round(ordered[max(0, int(round(share * len(ordered))) - 1)], 2) if ordered else None
+    return ordered[max(0, int(round(fraction * len(ordered))) - 1)]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _stream_figures(streams: dict[str, list]) -> dict[str, Any]:
     """What the stream watchers saw: how many streamed, how soon the first status came, and how
     long after the service recorded the job finished each heard so."""
     return {"streams_opened": len(streams["first_event_ms"]), "streams_refused": len(streams["refused"]),
-            "first_event_p50_ms": _percentile(streams["first_event_ms"], 0.5),
-            "first_event_p95_ms": _percentile(streams["first_event_ms"], 0.95),
+            "first_event_p50_ms": _ms(percentile(streams["first_event_ms"], 0.5)),
+            "first_event_p95_ms": _ms(percentile(streams["first_event_ms"], 0.95)),
             "done_heard": len(streams["done_lag_ms"]),
-            "done_lag_p50_ms": _percentile(streams["done_lag_ms"], 0.5),
-            "done_lag_p95_ms": _percentile(streams["done_lag_ms"], 0.95)}
+            "done_lag_p50_ms": _ms(percentile(streams["done_lag_ms"], 0.5)),
+            "done_lag_p95_ms": _ms(percentile(streams["done_lag_ms"], 0.95))}
 
 
 def _mib_to_gib(value: float | None) -> float | None:
@@ -450,8 +457,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine_runs.append(alone.rate())
         in_process = max(engine_runs)
         service = final["done"] / wall
-        latencies.sort()
-        p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)] if latencies else None
         return {
             "scans": len(blobs), "classified": final["done"], "failed": final["failed"],
             "batch_size": args.batch_size, "image_size": image_size, "image_size_source": size_source,
@@ -466,8 +471,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "polls": len(latencies),
             "polls_not_modified": statuses.count(304), "poll_errors": len(errors),
             "poll_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-            "poll_p95_ms": round(p95, 2) if p95 is not None else None,
-            "poll_max_ms": round(latencies[-1], 2) if latencies else None,
+            "poll_p95_ms": _ms(percentile(latencies, 0.95)),
+            "poll_max_ms": round(max(latencies), 2) if latencies else None,
             # VmRSS after the bundle loaded and a warm-up job; VmHWM (peak) through the measured
             # job, restarted before it where the kernel allows, else the peak since the worker started.
             "worker_rss_loaded_gib": _mib_to_gib(worker_loaded.get("VmRSS")),

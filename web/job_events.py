@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import weakref
@@ -84,7 +83,6 @@ class JobWatch:
     _jobs: dict[int, _Watched] = field(default_factory=dict)
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _thread: threading.Thread | None = None
-    _pid: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -99,17 +97,16 @@ class JobWatch:
     def open(self, job_id: int, tag: str, body: dict[str, Any]) -> None:
         """Start watching `job_id` (whose status the caller just read); raise TooManyStreams at the cap."""
         with self._changed:
-            if sum(w.streams for w in self._jobs.values()) >= self.max_streams:
+            if self.streams() >= self.max_streams:
                 raise TooManyStreams()
             watched = self._jobs.setdefault(job_id, _Watched())
             # The caller's read is at least as new as the last tick's: keep it, so neither this
             # stream nor the others watching the job are ever sent an older status after it.
             if watched.tag != tag:
                 watched.tag, watched.body, watched.gone = tag, body, False
-                self._changed.notify_all()
             watched.streams += 1
             self._ensure_thread()
-            self._changed.notify_all()
+            self._changed.notify_all()  # the reader, if idle, and the job's other streams
 
     def close(self, job_id: int) -> None:
         """A stream of `job_id` ended."""
@@ -122,7 +119,7 @@ class JobWatch:
 
     def streams(self) -> int:
         """Streams open in this process."""
-        with self._changed:
+        with self._changed:  # re-entrant: open() asks while holding it
             return sum(w.streams for w in self._jobs.values())
 
     def wait(self, job_id: int, known_tag: str | None, timeout: float) -> tuple[str | None, dict | None, bool]:
@@ -143,9 +140,8 @@ class JobWatch:
             return watched.tag, watched.body, watched.gone
 
     def _ensure_thread(self) -> None:
-        # A forked web worker inherits the object but not the thread: start one per process.
-        if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-            self._pid = os.getpid()
+        # A forked web worker inherits the object but not the thread (not alive there): one per process.
+        if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="job-events", daemon=True)
             self._thread.start()
 
