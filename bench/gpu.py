@@ -108,7 +108,9 @@ def run_cpu_reference(bundle: Path, images: np.ndarray, work: Path, batch_size: 
     """Run cpu_reference in a child process that sees only the CPU; return (probabilities, seconds)."""
     scans, out = work / "check-scans.npy", work / "cpu-probabilities.npy"
     np.save(scans, images)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
+    # Keep the caller's PYTHONPATH: packages carried to a device machine are found through it.
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "KERAS_BACKEND": "jax", "PYTHONPATH": python_path}
     started = time.perf_counter()
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--cpu-reference", str(out), "--bundle",
                     str(bundle), "--scans-file", str(scans), "--check-batch", str(batch_size)],
@@ -150,10 +152,16 @@ def time_batch(engine, images: np.ndarray, batch_size: int, rounds: int) -> dict
             "compile_s": round(compile_s, 1), "seconds": round(compile_s + engine_s + networks_s, 1)}
 
 
-def agreement(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """Share of equal ensemble labels and the largest probability difference."""
-    return {"label_agreement": round(float(np.mean(reference.argmax(1) == probabilities.argmax(1))), 4),
-            "max_probability_diff": round(float(np.max(np.abs(reference - probabilities))), 5)}
+def agreement(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Share of equal ensemble labels, the largest probability difference, and how many scans
+    got a probability that is not a finite number (counted as disagreeing, left out of the
+    difference: argmax would read a NaN row as the first class)."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    same = (reference.argmax(1) == probabilities.argmax(1)) & finite
+    diff = np.abs(reference[finite] - probabilities[finite])
+    return {"label_agreement": round(float(np.mean(same)), 4),
+            "max_probability_diff": round(float(diff.max()), 5) if diff.size else None,
+            "nonfinite_scans": int(np.count_nonzero(~finite))}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -94,3 +94,33 @@ def test_engine_under_jax_gives_the_tensorflow_engines_probabilities(tiny_bundle
     for name, probs in under_tf.items():
         np.testing.assert_allclose(under_jax[name], probs, atol=2e-4, err_msg=name)
     assert (under_jax["ensemble"].argmax(1) == under_tf["ensemble"].argmax(1)).all()
+
+
+def test_agreement_counts_a_nan_row_as_disagreeing_and_keeps_the_record_valid_json():
+    from bench.gpu import agreement
+
+    reference = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    # argmax reads a NaN row as class 0, which here would "agree" with the reference's label
+    probabilities = np.array([[0.2, 0.8], [np.nan, np.nan], [0.25, 0.75]])
+    record = agreement(reference, probabilities)
+    assert record == {"label_agreement": round(2 / 3, 4), "max_probability_diff": 0.1, "nonfinite_scans": 1}
+    json.dumps(record, allow_nan=False)
+    every_row_nan = agreement(reference, np.full_like(reference, np.nan))
+    assert every_row_nan["label_agreement"] == 0.0 and every_row_nan["max_probability_diff"] is None
+
+
+def test_the_cpu_reference_child_keeps_the_callers_python_path(tmp_path, monkeypatch):
+    """Packages carried to a device machine are found through PYTHONPATH: the child needs it too."""
+    import bench.gpu as gpu
+
+    seen = {}
+
+    def fake_run(command, env, check):
+        seen.update(env)
+        np.save(command[command.index("--cpu-reference") + 1], np.zeros((1, 4)))
+
+    monkeypatch.setenv("PYTHONPATH", "/carried/site")
+    monkeypatch.setattr(gpu.subprocess, "run", fake_run)
+    gpu.run_cpu_reference(tmp_path / "bundle", np.zeros((1, 8, 8, 3), np.uint8), tmp_path, 1)
+    assert seen["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/carried/site"]
+    assert seen["JAX_PLATFORMS"] == "cpu"

@@ -46,15 +46,30 @@ def _wait(browser, seconds: float = 10):
                          ignored_exceptions=(StaleElementReferenceException, NoSuchElementException))
 
 
+def _new_document_loaded(browser) -> bool:
+    """Whether the document marked by `_mark_document` has been replaced by a fully loaded one."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return browser.execute_script("return window.__markedDocument !== true && document.readyState === 'complete'")
+    except WebDriverException:
+        # Mid-navigation Chromium may answer with an inspector error instead of a result: not loaded yet
+        return False
+
+
+def _mark_document(browser) -> None:
+    """Mark the current document so that `_new_document_loaded` can tell when it has gone."""
+    # A JavaScript mark rather than selenium's staleness_of: that asks about an element of the
+    # old document and Chromium can answer "Node with given id does not belong to the document",
+    # a WebDriverException that is neither stale nor missing, while the page is being replaced.
+    browser.execute_script("window.__markedDocument = true")
+
+
 def _reloaded(browser, action) -> None:
     """Run `action` (which makes the page reload itself), then wait until the new page has loaded."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-
-    old = browser.find_element(By.TAG_NAME, "html")
+    _mark_document(browser)
     action()
-    _wait(browser).until(ec.staleness_of(old))
-    _wait(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
+    _wait(browser).until(_new_document_loaded)
 
 
 def _login(app, browser, base: str, path: str, role: str) -> None:
@@ -70,13 +85,11 @@ def _login(app, browser, base: str, path: str, role: str) -> None:
     _wait(browser).until(ec.presence_of_element_located((By.ID, "login")))
     browser.find_element(By.ID, "name").send_keys(f"{role}-person")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    button = browser.find_element(By.ID, "login")
-    button.click()
+    _mark_document(browser)
+    browser.find_element(By.ID, "login").click()
     # The login page's own URL (/login?next=/results) already contains `path`: wait for the form
     # to go and the page asked for to load instead.
-    _wait(browser).until(ec.staleness_of(button))
-    _wait(browser).until(lambda b: "/login" not in b.current_url and path in b.current_url
-                         and b.execute_script("return document.readyState") == "complete")
+    _wait(browser).until(lambda b: _new_document_loaded(b) and "/login" not in b.current_url and path in b.current_url)
 
 
 def _shoot(browser, name: str, width: str) -> Path:
