@@ -71,6 +71,10 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
 
 
+class NonFiniteOutputError(RuntimeError):
+    """A float32 network gave probabilities or features that are not finite numbers."""
+
+
 class InferenceEngine:
     """Classify batches of scans with every model in a bundle, then ensemble them."""
 
@@ -101,18 +105,11 @@ class InferenceEngine:
         self.network_precision = {
             n: precision if precision == "float32" or n in low else "float32" for n in bundle.networks
         }
-        # BatchNorm folded into the convolutions: 1.13x (ResNet50) in float32, 1.6x in bfloat16,
-        # where each unfolded BatchNorm also casts (measured at 224 px, batch 32).
-        self.networks = {n: fold_batchnorm(with_precision(m, self.network_precision[n]))
-                         for n, m in bundle.networks.items()}
-        size = self.image_size
-        # The batched path: ResNet50 gives head probabilities and 256-d features in one pass.
+        self.networks: dict[str, keras.Model] = {}
         self._batched: dict[str, Forward] = {}
-        for name, model in self.networks.items():
-            if name == "resnet50":
-                model = keras.Model(model.inputs, [model.outputs[0], model.get_layer(FEATURES_LAYER).output])
-            self._batched[name] = _compile_forward(model, size)
-        self._separate: dict[str, Forward] = {}
+        self._separate: dict[str, Forward] = {}  # one model at a time, compiled on first use
+        for name in bundle.networks:
+            self._build_network(name)
         self.ensemble_weights = self._normalised_weights(bundle.ensemble_weights)
         # Every probability the engine hands out is calibrated with the bundle's temperatures
         # (T = 1 without a calibration block); the triage rule marks scans for review.
@@ -129,6 +126,45 @@ class InferenceEngine:
     ) -> "InferenceEngine":
         """Verify and load a bundle folder, then build the engine."""
         return cls(load_bundle(bundle_dir), precision, batch_size, bf16_networks)
+
+    def _build_network(self, name: str) -> None:
+        """(Re)build network `name` at its precision and compile its batched forward function."""
+        # BatchNorm folded into the convolutions: 1.13x (ResNet50) in float32, 1.6x in bfloat16,
+        # where each unfolded BatchNorm also casts (measured at 224 px, batch 32).
+        model = fold_batchnorm(with_precision(self.bundle.networks[name], self.network_precision[name]))
+        self.networks[name] = model
+        for stale in (name, *ESTIMATOR_NAMES) if name == "resnet50" else (name,):
+            self._separate.pop(stale, None)
+        if name == "resnet50":
+            # The batched path: ResNet50 gives head probabilities and 256-d features in one pass.
+            model = keras.Model(model.inputs, [model.outputs[0], model.get_layer(FEATURES_LAYER).output])
+        self._batched[name] = _compile_forward(model, self.image_size)
+
+    def _network_outputs(self, name: str, inputs: np.ndarray) -> list[np.ndarray]:
+        """Run network `name`'s batched forward on `inputs`; every output as float32 numpy.
+
+        A bfloat16 network whose outputs are not all finite is rebuilt in float32 for good and
+        run again: XLA's CPU bfloat16 convolutions under JAX were seen to give inf/NaN where
+        the same layers run op by op did not, and argmax would read a NaN row as the first
+        class. A float32 network with non-finite outputs raises NonFiniteOutputError.
+        """
+        out = self._batched[name](inputs)
+        outputs = [_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+        if all(np.isfinite(o).all() for o in outputs):
+            return outputs
+        self._fall_back_to_float32(name)
+        return self._network_outputs(name, inputs)
+
+    def _fall_back_to_float32(self, network: str) -> None:
+        """After non-finite outputs: serve bfloat16 `network` in float32 from now on, or raise
+        NonFiniteOutputError when it already runs in float32."""
+        if self.network_precision[network] == "float32":
+            raise NonFiniteOutputError(f"{network} gave non-finite outputs in float32 "
+                                       f"(bundle {self.digest[:12]}): the scans are not classified")
+        logger.warning("%s gave non-finite outputs in bfloat16 on %s: serving it in float32 from now on",
+                       network, keras.backend.backend())
+        self.network_precision[network] = "float32"
+        self._build_network(network)
 
     def _normalised_weights(self, weights: dict[str, float]) -> dict[str, float]:
         return normalised_weights(weights, self.model_names)
@@ -181,15 +217,12 @@ class InferenceEngine:
                 inputs = caffe
             else:
                 inputs = preprocess_for(name, batch)
-            out = self._batched[name](inputs)
+            outputs = self._network_outputs(name, inputs)
+            probs[name] = outputs[0]
             if name == "resnet50":
-                probs[name] = _to_numpy(out[0])
-                features = _to_numpy(out[1])
                 for est in ESTIMATOR_NAMES:
                     if est in self.estimators:
-                        probs[est] = self.estimator_probabilities(est, features)
-            else:
-                probs[name] = _to_numpy(out)
+                        probs[est] = self.estimator_probabilities(est, outputs[1])
         return probs
 
     def predict_model_probabilities(self, name: str, batch_uint8: np.ndarray) -> np.ndarray:
@@ -197,6 +230,14 @@ class InferenceEngine:
         if name not in self.model_names:
             raise KeyError(f"model {name!r} is not in this bundle ({', '.join(self.model_names)})")
         batch = self._prepare(batch_uint8)
+        out = self._separate_outputs(name, preprocess_for(name, batch))
+        if name in ESTIMATOR_NAMES:
+            out = self.estimator_probabilities(name, out)
+        return self.calibration.member(name, out)
+
+    def _separate_outputs(self, name: str, inputs: np.ndarray) -> np.ndarray:
+        """Model `name` alone (SVM/RF: ResNet50's features) on preprocessed `inputs`, checked
+        for non-finite outputs as in _network_outputs."""
         if name not in self._separate:
             if name in ESTIMATOR_NAMES:
                 resnet = self.networks["resnet50"]
@@ -204,10 +245,11 @@ class InferenceEngine:
             else:
                 model = self.networks[name]
             self._separate[name] = _compile_forward(model, self.image_size)
-        out = _to_numpy(self._separate[name](preprocess_for(name, batch)))
-        if name in ESTIMATOR_NAMES:
-            out = self.estimator_probabilities(name, out)
-        return self.calibration.member(name, out)
+        out = _to_numpy(self._separate[name](inputs))
+        if np.isfinite(out).all():
+            return out
+        self._fall_back_to_float32("resnet50" if name in ESTIMATOR_NAMES else name)
+        return self._separate_outputs(name, inputs)
 
     def _scan_result(self, probs: dict[str, np.ndarray], i: int) -> dict:
         def entry(p: np.ndarray) -> dict:

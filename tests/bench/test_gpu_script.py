@@ -96,6 +96,30 @@ def test_engine_under_jax_gives_the_tensorflow_engines_probabilities(tiny_bundle
     assert (under_jax["ensemble"].argmax(1) == under_tf["ensemble"].argmax(1)).all()
 
 
+@needs_jax
+def test_vgg16_in_bfloat16_under_jax_on_the_cpu_labels_as_in_float32(tmp_path):
+    """XLA's CPU bfloat16 convolutions gave inf/NaN for VGG16 at 64 px and more (jax 0.12, the
+    same layers op by op gave finite values); the engine must serve it in float32 then, not
+    hand out NaN rows that argmax reads as the first class."""
+    script = ("import sys, tempfile, numpy as np\n"
+              "from pathlib import Path\n"
+              "from models.engine import InferenceEngine\n"
+              "from tests.helpers.tiny_bundle import make_tiny_bundle, synthetic_images\n"
+              "bundle = make_tiny_bundle(Path(sys.argv[1]), image_size=64, models=('vgg16',))\n"
+              "images, _ = synthetic_images(per_class=2, image_size=64, seed=5)\n"
+              "bf16 = InferenceEngine.from_bundle(bundle, precision='bfloat16', batch_size=8)\n"
+              "fp32 = InferenceEngine.from_bundle(bundle, precision='float32', batch_size=8)\n"
+              "a, b = bf16.predict_probabilities(images), fp32.predict_probabilities(images)\n"
+              "assert np.isfinite(a['vgg16']).all(), a['vgg16']\n"
+              "assert np.abs(a['vgg16'] - b['vgg16']).max() < 0.02, np.abs(a['vgg16'] - b['vgg16']).max()\n"
+              "print('vgg16 served in', bf16.network_precision['vgg16'])\n")
+    done = subprocess.run([JAX_PYTHON, "-c", script, str(tmp_path / "bundle")], cwd=REPO, timeout=300,
+                          capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "vgg16 served in" in done.stdout
+
+
 def test_agreement_counts_a_nan_row_as_disagreeing_and_keeps_the_record_valid_json():
     from bench.gpu import agreement
 

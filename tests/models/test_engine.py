@@ -109,3 +109,53 @@ def test_bfloat16_path_runs_and_mostly_agrees(tiny_bundle, tiny_engine, scans):
 def test_unknown_precision(tiny_bundle):
     with pytest.raises(ValueError):
         InferenceEngine.from_bundle(tiny_bundle, precision="float8")
+
+
+def _nan_like(forward):
+    """`forward` with every output turned into NaN (as XLA's CPU bfloat16 convolutions gave under JAX)."""
+    def poisoned(x):
+        out = forward(x)
+        if isinstance(out, (list, tuple)):
+            return [np.full(np.shape(o), np.nan, np.float32) for o in out]
+        return np.full(np.shape(out), np.nan, np.float32)
+    return poisoned
+
+
+def test_a_bfloat16_network_giving_nan_is_served_in_float32_from_then_on(tiny_bundle, tiny_engine, scans, caplog):
+    engine = InferenceEngine.from_bundle(tiny_bundle, precision="bfloat16", batch_size=8,
+                                         bf16_networks=["resnet50", "vgg16"])
+    engine._batched["vgg16"] = _nan_like(engine._batched["vgg16"])
+    engine._batched["resnet50"] = _nan_like(engine._batched["resnet50"])
+    with caplog.at_level("WARNING", logger="models.engine"):
+        probs = engine.predict_probabilities(scans)
+    fp32 = tiny_engine.predict_probabilities(scans)
+    assert engine.network_precision == {"resnet50": "float32", "vgg16": "float32", "custom_cnn": "float32"}
+    for name in MEMBERS + ["ensemble"]:
+        assert np.isfinite(probs[name]).all(), name
+    for name in ("resnet50", "vgg16", "svm", "random_forest"):  # now exactly the float32 engine's
+        np.testing.assert_allclose(probs[name], fp32[name], rtol=1e-5, atol=1e-6)
+    assert "vgg16 gave non-finite outputs in bfloat16" in caplog.text
+    # The one model path (Grad-CAM, per-model checks) uses the rebuilt float32 network too
+    np.testing.assert_allclose(engine.predict_model_probabilities("svm", scans),
+                               tiny_engine.predict_model_probabilities("svm", scans), rtol=1e-5, atol=1e-6)
+
+
+def test_the_one_model_path_falls_back_as_well(tiny_bundle, tiny_engine, scans):
+    engine = InferenceEngine.from_bundle(tiny_bundle, precision="bfloat16", batch_size=8)
+    engine.predict_model_probabilities("vgg16", scans)  # compiles the separate forward
+    engine._separate["vgg16"] = _nan_like(engine._separate["vgg16"])
+    probs = engine.predict_model_probabilities("vgg16", scans)
+    assert engine.network_precision["vgg16"] == "float32"
+    np.testing.assert_allclose(probs, tiny_engine.predict_model_probabilities("vgg16", scans), rtol=1e-5, atol=1e-6)
+
+
+def test_a_float32_network_giving_nan_refuses_to_label(tiny_bundle, scans):
+    from models.bundle import load_bundle
+    from models.engine import NonFiniteOutputError
+
+    bundle = load_bundle(tiny_bundle)
+    kernel = bundle.networks["custom_cnn"].get_layer("predictions").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))  # real weights, not a stand-in forward
+    engine = InferenceEngine(bundle, batch_size=8)
+    with pytest.raises(NonFiniteOutputError, match="custom_cnn gave non-finite outputs in float32"):
+        engine.classify(scans)
