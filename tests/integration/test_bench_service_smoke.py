@@ -55,6 +55,14 @@ def test_bench_service_prints_one_json_line(tmp_path, tiny_bundle, watch, part_f
     assert record["service_scans_per_s"] > 0 and record["engine_scans_per_s"] > 0
     assert record["service_vs_engine"] == pytest.approx(
         record["service_scans_per_s"] / record["engine_scans_per_s"], rel=0.01)
+    # Decoding every file, then classifying (on 8 scans too few to order it against the engine
+    # alone), and the service compared with it too
+    assert record["engine_with_decoding_scans_per_s"] > 0
+    assert record["engine_with_decoding_vs_engine"] == pytest.approx(
+        record["engine_with_decoding_scans_per_s"] / record["engine_scans_per_s"], rel=0.01)
+    assert record["decode_ms_per_scan"] > 0
+    assert record["service_vs_engine_with_decoding"] == pytest.approx(
+        record["service_scans_per_s"] / record["engine_with_decoding_scans_per_s"], rel=0.01)
     # The time is the service's record of the job's end, which the bench sees only after it.
     assert 0 < record["service_wall_s"] <= record["seen_done_s"]
     assert record["watch"] == watch and record["poll_errors"] == 0
