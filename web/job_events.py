@@ -167,7 +167,16 @@ class JobWatch:
     def _read(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         with self.session_factory() as session:
             rows = session.execute(select(*Job.__table__.columns).where(Job.id.in_(ids))).all()
-            return {row.id: job_status_body(session, row) for row in rows}
+            # Jobs waiting for a model all tell the same training run: read it once a tick, not once a job.
+            told: dict[str, str] = {}
+            bodies = {}
+            for row in rows:
+                body = job_json(row)
+                if body["detail"] not in told:
+                    told[body["detail"]] = waiting_detail(session, body["detail"])
+                body["detail"] = told[body["detail"]]
+                bodies[row.id] = body
+            return bodies
 
     def _publish(self, ids: list[int], fresh: dict[int, dict[str, Any]]) -> None:
         with self._changed:

@@ -211,3 +211,30 @@ def test_clamp_streams_keeps_threads_for_ordinary_requests():
     clamp_streams(-3)
     assert watch.max_streams == 0
     watch.stop()
+
+
+def test_jobs_waiting_for_a_model_read_the_training_run_once_a_tick(app, session):
+    """Three watched jobs waiting for the first model cost one jobs query and one training-run
+    query a tick, not one more per waiting job; each still tells the run under way."""
+    from db.models import TrainingRun
+    from tasks.dispatch import WAITING_FOR_MODEL
+
+    session.add(TrainingRun(status="running", progress=0.41, params={}))
+    session.commit()
+    ids = [_job(session, status_detail=WAITING_FOR_MODEL) for _ in range(3)] + [_job(session)]
+    engine = app.extensions["mri"].engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        bodies = app.extensions["mri"].job_watch._read(ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len([s for s in statements if "FROM training_runs" in s]) == 1, statements
+    assert len([s for s in statements if "FROM jobs" in s]) == 1, statements
+    for job_id in ids[:3]:
+        assert "is running (41%)" in bodies[job_id]["detail"]
+    assert bodies[ids[3]]["detail"] != bodies[ids[0]]["detail"]
