@@ -100,3 +100,12 @@ def test_runs_as_a_script_without_pythonpath(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "importable" in done.stdout, done.stderr
+
+
+def test_forest_threads_bench_prints_both_settings(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "forest_threads.py"), "--rounds", "2", "--trees", "5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(record["ms_per_batch_n_jobs_all"]) == len(record["ms_per_batch_n_jobs_1"]) == 3
+    assert record["trees"] == 5 and record["speedup"] > 0

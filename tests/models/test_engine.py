@@ -159,3 +159,17 @@ def test_a_float32_network_giving_nan_refuses_to_label(tiny_bundle, scans):
     engine = InferenceEngine(bundle, batch_size=8)
     with pytest.raises(NonFiniteOutputError, match="custom_cnn gave non-finite outputs in float32"):
         engine.classify(scans)
+
+
+def test_the_forest_is_served_on_one_thread_and_the_bundles_own_is_untouched(tiny_bundle, scans):
+    from models.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    bundle.estimators["random_forest"].n_jobs = -1  # as training.transfer fits it
+    engine = InferenceEngine(bundle, batch_size=8)
+    served = engine.estimators["random_forest"]
+    assert served.n_jobs == 1 and bundle.estimators["random_forest"].n_jobs == -1
+    assert served.estimators_ is bundle.estimators["random_forest"].estimators_  # the trees are shared
+    features = np.random.default_rng(0).normal(size=(5, served.n_features_in_)).astype(np.float32)
+    np.testing.assert_array_equal(served.predict_proba(features),
+                                  bundle.estimators["random_forest"].predict_proba(features))
