@@ -70,8 +70,9 @@ def _folder(root: Path) -> list[LocalFile]:
     return found
 
 
-def _zip(archive_path: Path) -> list[LocalFile]:
-    """The members of a zip, with the paths they have inside it (as the service expands a zip)."""
+def _zip(archive_path: Path) -> list[LocalFile] | None:
+    """The members of a zip, with the paths they have inside it (as the service expands a zip);
+    None when it cannot be expanded here (unreadable, a member leaving its folder, a nested zip)."""
     found = []
     try:
         with zipfile.ZipFile(archive_path) as archive:
@@ -81,12 +82,12 @@ def _zip(archive_path: Path) -> list[LocalFile]:
                     continue
                 parts = PurePosixPath(name).parts
                 if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                    raise InputError(f"{archive_path}: member {info.filename!r} would leave its folder")
+                    return None
                 if name.lower().endswith(".zip"):
-                    raise InputError(f"{archive_path}: member {info.filename!r} is itself a zip; unzip it first")
+                    return None
                 found.append(LocalFile(name, archive_path, member=info.filename, size=info.file_size))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{archive_path}: cannot read the zip: {exc}") from None
+    except (zipfile.BadZipFile, OSError):
+        return None
     return found
 
 
@@ -99,7 +100,11 @@ def collect(arguments: list[str]) -> list[LocalFile]:
         if path.is_dir():
             files += _folder(path)
         elif path.is_file() and path.suffix.lower() == ".zip":
-            files += _zip(path)
+            members = _zip(path)
+            # A zip that cannot be expanded here goes whole, as the upload page sends it: the
+            # service refuses it with its own reason, reported at the end (exit 5), and the
+            # other files still go through.
+            files += members if members is not None else [LocalFile(path.name, path, size=path.stat().st_size)]
         elif path.is_file():
             if not is_junk(path.name):
                 files.append(LocalFile(path.name, path, size=path.stat().st_size))

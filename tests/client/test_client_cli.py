@@ -60,10 +60,17 @@ def test_collect_keeps_folder_names_zip_paths_and_skips_litter(tmp_path):
     assert [(f.path, f.size) for f in files] == [("patient-17/b.png", 2), ("patient-17/t1/a.dcm", 1),
                                                  ("p18/c.jpg", 3), ("d.png", 4)]
     assert files[2].read() == b"ccc"
+    # Zips that cannot be expanded here go whole, for the service to refuse with its own reason
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as handle:
         handle.writestr("../x.png", b"x")
-    with pytest.raises(InputError, match="would leave its folder"):
-        collect([str(tmp_path / "evil.zip")])
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with zipfile.ZipFile(tmp_path / "nested.zip", "w") as handle:
+        handle.writestr("inner.zip", b"x")
+    whole = collect([str(tmp_path / "evil.zip"), str(tmp_path / "broken.zip"), str(tmp_path / "nested.zip")])
+    assert [(f.path, f.member) for f in whole] == [("evil.zip", None), ("broken.zip", None), ("nested.zip", None)]
+    assert whole[1].read() == b"PK\x03\x04 not really a zip"
+    with pytest.raises(InputError, match="no such file or folder"):
+        collect([str(tmp_path / "missing.zip")])
 
 
 def test_missing_files_match_path_and_hash_then_hash_alone(tmp_path):

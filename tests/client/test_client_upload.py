@@ -215,6 +215,17 @@ def test_a_file_the_service_refuses_is_reported_and_the_rest_goes_through(servic
         "study-7/series0/slice_000.png", "study-7/series0/slice_002.png", "study-7/series1/slice_001.png"]
 
 
+def test_a_zip_that_cannot_be_read_is_refused_by_the_service_and_the_rest_goes_through(service, mri, tmp_path):
+    folder = study_folder(tmp_path, count=3)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 this is not a zip")
+    run = mri("submit", str(folder), str(broken), env=env(service.url, service.token("uploader")))
+    assert run.code == 5, run.err
+    assert "1 file(s) refused:" in run.err and "broken.zip: bad_zip" in run.err
+    job_id = int(run.out.strip().rsplit("/", 1)[1])
+    assert len(job_scans(service, job_id)) == 3
+
+
 def _finish_later(service, job_id: int, after_s: float) -> threading.Thread:
     """Mark the job done after a while, as a worker finishing it would."""
     def finish() -> None:
