@@ -62,9 +62,19 @@ def _locked_scan(session: Session, scan_id: int) -> Scan:
     return scan
 
 
+def reviewable(scan: Scan) -> bool:
+    """Whether reviewers may label the scan: not one that failed (unreadable, or given up on)."""
+    return scan.status != "failed"
+
+
 def add_review(session: Session, scan_id: int, user_id: int | None, label: str, note: str = "") -> Review:
     """Record a review of the scan (it becomes the current one); flushed, not committed."""
     scan = _locked_scan(session, scan_id)
+    if not reviewable(scan):
+        # A failed scan is usually a file that is not a readable image: a label on it would only
+        # join the training pool as noise.
+        raise ReviewError(f"scan {scan_id} failed ({scan.error or 'no reason recorded'}): "
+                          "only a scan that is classified, or queued to be, can be reviewed")
     allowed = allowed_labels(session, scan)
     if label not in allowed:
         known = ", ".join(allowed) or "none: no model version classified this scan and none is active"
@@ -94,6 +104,7 @@ def reviewed_scans(session: Session) -> list[tuple[int, str, int, str]]:
     rows = session.execute(
         select(Review.id, Scan.sha256, Scan.frame, Review.label)
         .join(current, current.c.review_id == Review.id).join(Scan, Scan.id == Review.scan_id)
+        .where(Scan.status != "failed")  # reviews from before add_review refused failed scans
         .order_by(Review.id)).all()
     return [(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 

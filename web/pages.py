@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from db.models import Job, ModelVersion, Scan, TrainingRun
 from models import ENSEMBLE_NAME as ENSEMBLE, MODEL_NAMES
-from tasks.reviews import allowed_labels, current_review, review_history
+from tasks.reviews import allowed_labels, current_review, review_history, reviewable
 from tasks.train import ALLOWED_PARAMS
 from web import formatting, results_view, scan_view, training_view
 from web.access import ROUTE_ROLES
@@ -135,7 +135,7 @@ def scan_page(scan_id: int) -> str:
         "scan.html", scan=detail, job=job_json(scan.job), model_names=MODEL_NAMES,
         neighbours=scan_view.neighbours(session, scan), labels=allowed_labels(session, scan),
         version=session.get(ModelVersion, scan.model_version_id) if scan.model_version_id else None,
-        picture=picture, picture_error=picture_error, can_review=can("api.review_scan"),
+        picture=picture, picture_error=picture_error, can_review=can("api.review_scan") and reviewable(scan),
         can_withdraw=review is not None and can("api.withdraw_scan_review") and (
             review.user_id == user.id or has_role(user, "admin")))
 

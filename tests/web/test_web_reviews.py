@@ -146,3 +146,25 @@ def test_a_jobs_results_carry_each_scans_current_review(app, client, auth, scans
         "p_glioma", "p_notumor", "reviewed_label", "reviewed_by", "reviewed_at"]
     reviewed = {int(r[0]): r for r in rows[1:]}[scans[1]]
     assert reviewed[-3:-1] == ["meningioma", "reviewer-user"] and reviewed[-1].endswith("Z")
+
+
+def test_a_failed_scan_cannot_be_reviewed_nor_join_the_training_pool(client, auth, scans, session):
+    from tasks.reviews import reviewed_scans
+
+    job_id = session.get(Scan, scans[0]).job_id
+    failed = Scan(job_id=job_id, sha256="f" * 64, path="s/fake.jpg", status="failed",
+                  error="not an image (unrecognised format)")
+    session.add(failed)
+    session.commit()
+    refused = review(client, auth, failed.id, label="glioma")
+    assert refused.status_code == 422, refused.get_json()
+    assert "failed (not an image (unrecognised format))" in refused.get_json()["detail"]
+    assert session.scalar(select(Review.id).where(Review.scan_id == failed.id)) is None
+    # One reviewed before the rule existed stays out of the pool
+    session.add(Review(scan_id=failed.id, user_id=None, label="glioma", note=""))
+    assert review(client, auth, scans[1], label="meningioma").status_code == 201
+    session.commit()
+    assert [sha for _, sha, _, _ in reviewed_scans(session)] == [session.get(Scan, scans[1]).sha256]
+    page = client.get(f"/scans/{failed.id}", headers=auth("reviewer"))
+    assert page.status_code == 200
+    assert b"cannot be reviewed" in page.data and b'id="review-form"' not in page.data
