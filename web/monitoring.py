@@ -68,18 +68,44 @@ def oldest_queued_scan_age_s(session: Session) -> float | None:
     return round(max(0.0, (utcnow() - oldest).total_seconds()), 1)
 
 
-def _queue_report(settings: Settings) -> tuple[dict[str, dict], list[str]]:
+def busy_queues(session_factory) -> dict[str, str]:
+    """Queues whose worker is evidently alive though it did not answer: it holds a live lease on
+    work (a solo-pool worker answers the control channel only between tasks, so one training for
+    45 minutes looks absent). Queue -> what it is busy with."""
+    now = utcnow()
+    busy: dict[str, str] = {}
+    try:
+        with session_factory() as session:
+            run = session.scalar(select(TrainingRun.id).where(TrainingRun.status == "running",
+                                                              TrainingRun.lease_until > now).order_by(TrainingRun.id))
+            leased = session.scalar(select(func.count()).select_from(Scan).where(Scan.status == "queued",
+                                                                                 Scan.lease_until > now))
+    except Exception as exc:
+        logger.warning("health check: cannot read the leases: %s", exc)
+        return busy
+    if run is not None:
+        busy["training"] = f"busy with training run #{run} (it renews its lease; a busy worker does not answer)"
+    if leased:
+        busy["inference"] = f"busy classifying {leased} leased scan(s) (a busy worker does not answer)"
+    return busy
+
+
+def _queue_report(settings: Settings, session_factory) -> tuple[dict[str, dict], list[str]]:
     """Per queue: messages waiting and the workers consuming it; plus warnings for a person."""
     try:
         depths: dict[str, int] | None = queue_depths(settings)
     except Exception:
         depths = None
     workers = cached_queue_workers(settings) if depths is not None else None
+    silent = [q for q in QUEUES if workers is not None and not workers.get(q)]
+    busy = busy_queues(session_factory) if silent else {}
     report, warnings = {}, []
     for queue in QUEUES:
         entry: dict = {"waiting": depths[queue] if depths is not None else None,
                        "workers": workers.get(queue, []) if workers is not None else None}
-        if workers is not None and not entry["workers"]:
+        if queue in busy:
+            entry["busy"] = busy[queue]
+        elif queue in silent:
             warnings.append(f"no worker consumes the {queue} queue")
         report[queue] = entry
     return report, warnings
@@ -99,7 +125,7 @@ def healthz() -> tuple[Response, int]:
     except Exception as exc:
         logger.warning("health check: database unreachable: %s", exc)
         database = f"unreachable: {exc.__class__.__name__}"
-    queues, warnings = _queue_report(state.settings)
+    queues, warnings = _queue_report(state.settings, state.session_factory)
     if oldest is not None and oldest > STALLED_AFTER_S:
         warnings.append(f"the oldest queued scan has waited {oldest:.0f} s")
     body = {"status": "ok" if database == "ok" else "error", "database": database,

@@ -35,6 +35,35 @@ def test_healthz_says_how_long_the_oldest_queued_scan_waited(client, auth, sessi
     assert any("oldest queued scan has waited" in w for w in body["warnings"])
 
 
+def test_healthz_tells_a_busy_worker_from_a_missing_one_by_its_leases(client, session):
+    """A solo-pool worker answers the control channel only between tasks: one training for 45
+    minutes, or classifying, holds a live lease, and /healthz says it is busy, not missing."""
+    from datetime import timedelta
+
+    from db.base import utcnow
+    from db.models import Job, TrainingRun
+
+    run = TrainingRun(status="running", params={}, lease_until=utcnow() + timedelta(minutes=5))
+    job = Job(name="j", sealed=True, status="running")
+    session.add_all([run, job])
+    session.flush()
+    scan = Scan(job_id=job.id, sha256="a" * 64, path="s/a.png", status="queued", lease_owner="w",
+                lease_until=utcnow() + timedelta(minutes=5))
+    session.add(scan)
+    session.commit()
+    body = client.get("/healthz").get_json()
+    assert f"training run #{run.id}" in body["queues"]["training"]["busy"]
+    assert "1 leased scan" in body["queues"]["inference"]["busy"]
+    assert not any(q in w for w in body["warnings"] for q in ("training queue", "inference queue"))
+    assert "no worker consumes the default queue" in body["warnings"]
+    # Leases run out when the worker dies: then it is missing again
+    run.lease_until = scan.lease_until = utcnow() - timedelta(seconds=1)
+    session.commit()
+    body = client.get("/healthz").get_json()
+    assert "busy" not in body["queues"]["training"] and "busy" not in body["queues"]["inference"]
+    assert {"no worker consumes the training queue", "no worker consumes the inference queue"} <= set(body["warnings"])
+
+
 def test_healthz_reports_an_unreachable_broker_and_database(tmp_path):
     app = build_app(tmp_path, f"sqlite:///{tmp_path / 'missing' / 'no.db'}", redis_url="redis://127.0.0.1:1/0")
     body = app.test_client().get("/healthz")
