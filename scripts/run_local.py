@@ -10,6 +10,7 @@ Run it with the project's virtualenv Python (the Makefile does).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -102,6 +103,11 @@ def pick_broker(args: argparse.Namespace, env: dict[str, str]) -> BrokerChoice:
     return choice
 
 
+def shared_redis_prefix(data_dir: Path) -> str:
+    """The BROKER_KEY_PREFIX `make run` uses on a shared Redis: stable for one DATA_DIR."""
+    return "mri-" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:10] + ":"
+
+
 def start_broker(choice: BrokerChoice, sup: Supervisor, env: dict[str, str], data_dir: Path,
                  logs: Path) -> None:
     """Start a private Redis if chosen, and point the children's environment at the broker."""
@@ -115,6 +121,10 @@ def start_broker(choice: BrokerChoice, sup: Supervisor, env: dict[str, str], dat
     elif choice.kind == "redis":
         env["REDIS_URL"] = choice.url
         env.pop("BROKER_URL", None)
+        # A Redis that was already running may serve other installs too: without a prefix of its
+        # own, tasks left unacknowledged here would be delivered to their workers (and theirs to
+        # ours). One per DATA_DIR, so a restart still finds its own unfinished messages.
+        env.setdefault("BROKER_KEY_PREFIX", shared_redis_prefix(data_dir))
     elif choice.kind == "filesystem":
         env["BROKER_URL"] = "filesystem://"
     # "configured": BROKER_URL is already in env.
@@ -189,7 +199,8 @@ def wait_healthy(base_url: str, sup: Supervisor, timeout_s: float, stop: dict[st
 def write_env_file(data_dir: Path, env: dict[str, str]) -> Path:
     """DATA_DIR/local.env: what a second shell sources so CLI commands reach this run's broker and data."""
     lines = ["# Written by `make run`; `source` it before flask/celery commands in another shell."]
-    for name in ("DATA_DIR", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "TRAINING_DATA_DIR", "PYTHONPATH"):
+    for name in ("DATA_DIR", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "BROKER_KEY_PREFIX", "TRAINING_DATA_DIR",
+                 "PYTHONPATH"):
         if env.get(name):
             lines.append(f"export {name}={shlex.quote(env[name])}")
         else:

@@ -142,3 +142,27 @@ def test_a_missing_postgres_database_is_created_once_and_an_unreachable_one_says
     with pytest.raises(RuntimeError, match="is PostgreSQL running"):
         ensure_database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
     assert ensure_database("sqlite:///x.db") is None
+
+
+def test_make_run_on_a_shared_redis_keeps_its_keys_apart_per_data_dir(tmp_path):
+    """Two checkouts' `make run` on one already-running Redis must not take each other's tasks."""
+    from scripts.local_env import BrokerChoice
+    from scripts.run_local import start_broker, write_env_file
+
+    def env_for(data_dir: Path, **given: str) -> dict[str, str]:
+        env = dict(given)
+        data_dir.mkdir(exist_ok=True)
+        start_broker(BrokerChoice("redis", "redis://127.0.0.1:6379/0", "Redis answers"), None, env, data_dir,
+                     tmp_path)
+        return env
+
+    first, again, other = env_for(tmp_path / "a"), env_for(tmp_path / "a"), env_for(tmp_path / "b")
+    assert first["BROKER_KEY_PREFIX"].startswith("mri-") and first["BROKER_KEY_PREFIX"].endswith(":")
+    assert first["BROKER_KEY_PREFIX"] == again["BROKER_KEY_PREFIX"] != other["BROKER_KEY_PREFIX"]
+    assert env_for(tmp_path / "a", BROKER_KEY_PREFIX="mine:")["BROKER_KEY_PREFIX"] == "mine:"  # a set one wins
+    local_env = write_env_file(tmp_path / "a", first).read_text()
+    assert f"export BROKER_KEY_PREFIX={first['BROKER_KEY_PREFIX']}" in local_env
+    # The filesystem transport is this install's own: no prefix
+    own: dict[str, str] = {}
+    start_broker(BrokerChoice("filesystem", "filesystem://", "no Redis"), None, own, tmp_path / "a", tmp_path)
+    assert "BROKER_KEY_PREFIX" not in own and own["BROKER_URL"] == "filesystem://"
