@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import zipfile
@@ -351,8 +352,20 @@ def add_scans(session: Session, job: Job, specs: Sequence[ScanSpec]) -> list[Sca
                     sent_sha256=spec.sent_sha256 or None)
         session.add(scan)
         added.append(scan)
+    _name_for_every_part(job, {path for path, _ in taken})
     session.flush()
     return added
+
+
+_COUNT_NAME = re.compile(r"\d+ files")
+
+
+def _name_for_every_part(job: Job, paths: set[str]) -> None:
+    """A job grown by parts keeps the name its first part gave only while that is still true: once
+    its files span several top folders it is named as one request of them all would be (job_name)."""
+    tops = {top_folder(path) for path in paths}
+    if len(tops) > 1 and (job.name in tops or job.name in paths or _COUNT_NAME.fullmatch(job.name or "")):
+        job.name = f"{len(paths)} files"
 
 
 def _free_path(path: str, frame: int, taken: dict[tuple[str, int], str]) -> str:

@@ -135,6 +135,30 @@ def test_multi_request_upload_open_add_close(client, auth, active_version, broke
     assert again.status_code == 409 and again.get_json()["error"] == "job_closed"
 
 
+def test_a_job_sent_in_parts_is_named_for_every_part(client, auth, active_version, session):
+    from db.models import Job
+
+    headers = auth("uploader")
+
+    def opened(files) -> int:
+        return client.post("/api/v1/jobs?open=1", data=upload_data(files), headers=headers).get_json()["id"]
+
+    def add(job_id, files) -> None:
+        assert client.post(f"/api/v1/jobs/{job_id}/files", data=upload_data(files), headers=headers).status_code == 202
+
+    one_study = opened([("patient-K1/1.png", png_bytes(1))])
+    add(one_study, [("patient-K1/2.png", png_bytes(2))])
+    two_studies = opened([("patient-K1/1.png", png_bytes(1)), ("patient-K1/2.png", png_bytes(2))])
+    add(two_studies, [("patient-K2/3.png", png_bytes(3))])
+    loose_first = opened([("a.png", png_bytes(4))])
+    add(loose_first, [("patient-K3/5.png", png_bytes(5)), ("patient-K3/6.png", png_bytes(6))])
+    add(loose_first, [("patient-K3/7.png", png_bytes(7))])
+    session.expire_all()
+    names = {job_id: session.get(Job, job_id).name for job_id in (one_study, two_studies, loose_first)}
+    # as one request of all the files would have named them
+    assert names == {one_study: "patient-K1", two_studies: "3 files", loose_first: "4 files"}
+
+
 def test_single_request_upload_is_sealed_and_cannot_take_more(client, auth):
     job_id = client.post("/api/v1/jobs", data=upload_data([("a.png", png_bytes())]),
                          headers=auth("uploader")).get_json()["id"]
