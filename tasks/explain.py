@@ -4,10 +4,13 @@ cached as a PNG under DATA_DIR/explanations/<model version>/<scan>-<model>.png.
 The web asks with `request_explanation`: the cached PNG when there is one, else it queues the task
 once (a `.pending` marker beside the PNG stops a second send while the first waits) and the
 caller polls. A failed computation leaves its reason in an `.error` file, which the next request
-reports once and removes, so the request after that tries again.
+reports once and removes, so the request after that tries again. A `.json` sidecar keeps the
+share of the map that is warm (`heat_share`, 0 when no region raised the score), which the API
+sends as `X-Heatmap-Share` so the page can say "nothing" rather than show a plain scan unexplained.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -30,6 +33,8 @@ TASK_NAME = "tasks.explain_scan"
 # A request older than this whose PNG never came (its message lost, its worker gone) is sent again.
 # It is long, because the task waits behind whatever classify batches fill the inference queue.
 PENDING_STALE_S = 900
+# A map cell counts as "seen" from this share of the map's peak (the overlay's colour is faint below it).
+HEAT_SEEN = 0.1
 _lock = threading.Lock()
 # (model version id, bundle path) -> models.explain.Explainer; one entry, as the engine cache.
 _explainers: dict[tuple[int, str], Any] = {}
@@ -46,6 +51,7 @@ class ExplanationState:
     status: str
     path: Path
     detail: str = ""
+    heat_share: float | None = None  # share of the map at >= HEAT_SEEN of its peak (None: not recorded)
 
 
 def explanations_dir(settings: Settings) -> Path:
@@ -87,7 +93,7 @@ def request_explanation(settings: Settings, scan_id: int, model_version_id: int,
     """
     path = explanation_path(settings, model_version_id, scan_id, model)
     if path.is_file():
-        return ExplanationState("ready", path)
+        return ExplanationState("ready", path, heat_share=_heat_share(path))
     error = _sibling(path, ".error")
     try:
         reason = error.read_text(encoding="utf-8")
@@ -156,6 +162,23 @@ def _image(settings: Settings, scan: Scan) -> Any:
     return frames[scan.frame].image
 
 
+def _heat_share(path: Path) -> float | None:
+    """The recorded heat share of a cached overlay (None for overlays cached before it was kept)."""
+    try:
+        return float(json.loads(_sibling(path, ".json").read_text(encoding="utf-8"))["heat_share"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def heat_share(heatmap: Any) -> float:
+    """Share of a Grad-CAM map (normalised to its peak) at or above HEAT_SEEN: 0.0 when no region
+    raised the score at all (an all-zero map, whose overlay is the plain scan)."""
+    import numpy as np
+
+    heat = np.asarray(heatmap, dtype=np.float32)
+    return round(float(np.mean(heat >= HEAT_SEEN)), 4) if heat.size else 0.0
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -190,6 +213,8 @@ def explain_and_cache(session_factory: sessionmaker[Session], settings: Settings
         raise ExplanationError(f"model version {model_version_id} has no {model} model")
     started = time.perf_counter()
     explanation = explainer.explain(image, model)
+    # The sidecar first: the PNG's presence is what says "ready".
+    _write_atomic(_sibling(path, ".json"), json.dumps({"heat_share": heat_share(explanation.heatmap)}).encode())
     _write_atomic(path, overlay_png(image, explanation))
     logger.info("explained scan %s with %s of version %s (%s, %s %.2f) in %.2f s", scan_id, model,
                 model_version_id, explanation.layer, explanation.label, explanation.confidence,

@@ -56,6 +56,15 @@ def test_queued_then_computed_then_served_from_the_cache(client, auth, broker, c
     assert len(queued_messages(broker, "inference")) == 1  # the cache hit queued nothing
     unchanged = client.get(url, headers={**auth("viewer"), "If-None-Match": ready.headers["ETag"]})
     assert unchanged.status_code == 304
+    # How much of the map is warm rides along, so the page can say when nothing raised the score
+    assert 0.0 < float(ready.headers["X-Heatmap-Share"]) <= 1.0
+    sidecar = explain.explanation_path(client.application.extensions["mri"].settings, version_id, scan_id,
+                                       "custom_cnn").with_suffix(".json")
+    sidecar.write_text('{"heat_share": 0.0}')
+    assert client.get(url, headers=auth("viewer")).headers["X-Heatmap-Share"] == "0.0000"
+    sidecar.unlink()  # an overlay cached before the share was kept: no header, still served
+    kept = client.get(url, headers=auth("viewer"))
+    assert kept.status_code == 200 and "X-Heatmap-Share" not in kept.headers
     # another model of the same scan is its own explanation
     assert client.get(f"/api/v1/scans/{scan_id}/explanation?model=svm", headers=auth("viewer")).status_code == 202
 
@@ -168,3 +177,11 @@ def test_the_scan_page_offers_each_models_explanation(client, auth, session, act
     assert 'id="explanation-form"' not in client.get(f"/scans/{waiting.id}", headers=auth("viewer")).get_data(as_text=True)
     script = client.get("/static/explain.js").get_data(as_text=True)
     assert "Retry-After" in script and "form.dataset.url" in script
+
+
+def test_heat_share_is_zero_for_an_empty_map_and_the_warm_fraction_otherwise():
+    assert explain.heat_share(np.zeros((4, 4), np.float32)) == 0.0
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, :2] = [1.0, 0.5]
+    heat[1, 0] = 0.05  # below a tenth of the peak: not counted
+    assert explain.heat_share(heat) == 2 / 16

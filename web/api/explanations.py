@@ -64,4 +64,6 @@ def scan_explanation(scan_id: int) -> Response | tuple[Response, int, dict[str, 
     response.set_etag(hashlib.sha256(data).hexdigest()[:32])
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Content-Disposition"] = f'inline; filename="scan-{scan_id}-{model}-gradcam.png"'
+    if state.heat_share is not None:
+        response.headers["X-Heatmap-Share"] = f"{state.heat_share:.4f}"
     return response.make_conditional(request)

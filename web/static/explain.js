@@ -17,9 +17,14 @@
     status.textContent = text;
   }
 
-  function describe(model, label) {
+  function describe(model, label, share) {
     const via = (model === "svm" || model === "random_forest")
       ? ` (${model} has no gradients: this is ResNet50's map, whose features it classifies, for its class)` : "";
+    if (share === 0) {
+      return `${model} said ${label}, but no region of the scan raised its score for ${label}: the map is ` +
+             `empty, so the scan shows uncoloured${via}. The label came from the scan as a whole, ` +
+             "not from a place this method can point to.";
+    }
     return `${model} said ${label}. The warmer the colour (blue, green, yellow, red), the more that region ` +
            `raised its score for ${label}; where the scan shows uncoloured, nothing did${via}. ` +
            "It shows where the model looked, not whether it is right.";
@@ -38,7 +43,8 @@
         if (response.status === 200) {
           image.alt = `Grad-CAM heatmap of ${model} (${label}) over the scan`;
           image.src = url;
-          caption.textContent = describe(model, label);
+          const share = response.headers.get("X-Heatmap-Share");
+          caption.textContent = describe(model, label, share === null ? null : Number(share));
           figure.hidden = false;
           say("");
           return;
