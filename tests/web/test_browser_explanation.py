@@ -43,3 +43,22 @@ def test_show_explanation_waits_for_the_worker_then_shows_the_overlay(app, live_
     assert browser.find_element(By.ID, "explanation-status").text == ""
     _shoot(browser, "scan-explanation", "desktop")
     _shoot(browser, "scan-explanation", "phone")
+
+
+def test_an_empty_map_is_told_as_such(app, live_server, browser, broker, classified):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select
+
+    scan_id, version_id = classified
+    settings = app.extensions["mri"].settings
+    assert explain.explain_scan(scan_id, version_id, "custom_cnn")["status"] == "ready"  # computed beforehand
+    # As a map with no positive evidence anywhere records it
+    explain.explanation_path(settings, version_id, scan_id, "custom_cnn").with_suffix(".json").write_text(
+        '{"heat_share": 0.0}')
+    _login(app, browser, live_server, f"/scans/{scan_id}", "viewer")
+    Select(browser.find_element(By.ID, "explanation-model")).select_by_value("custom_cnn")
+    browser.find_element(By.ID, "explanation-show").click()
+    _wait(browser).until(ec.text_to_be_present_in_element((By.ID, "explanation-caption"), "no region"))
+    caption = browser.find_element(By.ID, "explanation-caption").text
+    assert "the map is empty" in caption and "warmer the colour" not in caption
