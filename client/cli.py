@@ -383,8 +383,10 @@ def cmd_results(api: Api, args: argparse.Namespace) -> int:
         rows = [_scan_row(scan) for scan in body["scans"]]
         columns = ("scan_id", "path", "study", "status", "label", "confidence", "agreement", "error")
         if args.csv:
-            classes = sorted({c for scan in body["scans"] for c in ((scan.get("ensemble") or {})
-                                                                     .get("probabilities") or {})})
+            # The service's class list (as its /results CSV uses), so a job with nothing classified
+            # yet has the same columns; an older service without it: the classes its scans show.
+            classes = body.get("classes") or sorted({c for scan in body["scans"] for c in (
+                (scan.get("ensemble") or {}).get("probabilities") or {})})
             with _open_output(args.csv) as out:
                 _write_scan_csv(out, body["scans"], classes)
             return EXIT_OK
@@ -442,8 +444,9 @@ def _write_scan_csv(out: TextIO, scans: list[dict], classes: list[str]) -> None:
     writer = csv.writer(out)
     head = ["scan_id", "path", "study", "frame", "status", "error", "model_version", "label", "confidence",
             "agreement", *[f"{m}_label" for m in MODELS], *[f"p_{c}" for c in classes]]
-    # the review columns come last, as in the /results CSV (a service without them leaves them empty)
-    writer.writerow([*head, "reviewed_label", "reviewed_by", "reviewed_at"])
+    # the review columns and needs_review come last, as in the /results CSV (a service without
+    # them leaves them empty)
+    writer.writerow([*head, "reviewed_label", "reviewed_by", "reviewed_at", "needs_review"])
     for scan in scans:
         row = _scan_row(scan)
         probabilities = (scan.get("ensemble") or {}).get("probabilities") or {}
@@ -452,7 +455,13 @@ def _write_scan_csv(out: TextIO, scans: list[dict], classes: list[str]) -> None:
         review = scan.get("review") or {}
         writer.writerow([*(_cell(row[k]) for k in head[:len(head) - len(classes)]),
                          *[f"{probabilities[c]:.6f}" if c in probabilities else "" for c in classes],
-                         review.get("label") or "", _cell(review.get("by") or ""), review.get("at") or ""])
+                         review.get("label") or "", _cell(review.get("by") or ""), review.get("at") or "",
+                         _flag((scan.get("ensemble") or {}).get("needs_review"))])
+
+
+def _flag(value: Any) -> Any:
+    # 1 / 0 as the /results CSV writes it; empty where unknown (not classified, or no review rule)
+    return "" if value is None else int(bool(value))
 
 
 def _cell(value: Any) -> Any:

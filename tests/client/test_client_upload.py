@@ -118,10 +118,20 @@ def test_status_and_results_csv_of_a_job(service, mri, tmp_path):
     assert status.code == 0, status.err
     assert "scans: 3 total, 0 classified, 0 failed, 3 waiting" in status.out
     assert json.loads(mri("status", str(job_id), "--json", env=environ).out)["total"] == 3
+    with service.session() as session:  # a retired version: the service knows its classes, nothing runs
+        from db.models import ModelVersion
+
+        session.add(ModelVersion(digest="c" * 64, bundle_path="/gone", backbone_weights="none", status="retired",
+                                 manifest={"classes": ["glioma", "meningioma", "notumor", "pituitary"]}))
+        session.commit()
     target = tmp_path / "job.csv"
     exported = mri("results", str(job_id), "--csv", str(target), env=environ)
     assert exported.code == 0, exported.err
     rows = list(csv.DictReader(target.open()))
+    # Nothing classified yet, and still the columns of a classified job: one per class, needs_review last
+    header = target.read_text().splitlines()[0].split(",")
+    assert header[-1] == "needs_review" and [c for c in header if c.startswith("p_")] == [
+        "p_glioma", "p_meningioma", "p_notumor", "p_pituitary"]
     assert [(r["path"], r["study"], r["status"]) for r in rows] == [
         ("study-7/series0/slice_000.png", "study-7", "queued"), ("study-7/series0/slice_002.png", "study-7", "queued"),
         ("study-7/series1/slice_001.png", "study-7", "queued")]

@@ -21,6 +21,7 @@ from web.errors import ApiError, json_error
 from web.ingest import create_job, add_scans, job_name, plan_scans, stage_uploads
 from web.job_events import EventStream, TooManyStreams, job_status_body
 from web.job_summary import study_summaries
+from web.queries import known_classes
 from web.serialize import job_json, review_json, scan_json
 from web.state import app_state, db_session, get_or_404, use_celery
 from web.validation import accepts_query, no_body, refuse_unknown
@@ -239,7 +240,8 @@ def job_results(job_id: int) -> Response:
     reviews = _current_reviews(db_session(), job_id)
     for scan in shown:
         scan["review"] = review_json(reviews.get(scan["id"]))
-    body: dict[str, Any] = {"job": job_json(job), "scans": shown, "studies": studies}
+    body: dict[str, Any] = {"job": job_json(job), "scans": shown, "studies": studies,
+                            "classes": known_classes(db_session())}
     return jsonify(body)
 
 
