@@ -211,7 +211,7 @@ def test_training_runs_page_shows_progress_and_decisions(client, auth, session):
     assert "features" in running and "42%" in running and 'value="0.42"' in running
     assert "resnet50 features 120/541" in running and 'data-url="/api/v1/training-runs/' in running
     queued = re.search(rf'<article class="card run" id="run-{ids["queued"]}".*?</article>', page, re.S).group(0)
-    assert "by admin-user" in queued and "waiting for a training worker" in queued
+    assert "by admin-user" in queued and f"queued behind run #{ids['running']}" in queued
     promoted = re.search(rf'id="run-{ids["promoted"]}".*?</article>', page, re.S).group(0)
     assert "promoted over version 1" in promoted and "0.9002" in promoted and "0.8972" in promoted
     assert "same 541 evaluation scans" in promoted and "5471 folder files" in promoted
@@ -282,3 +282,12 @@ def test_every_page_names_a_favicon_and_favicon_ico_answers_without_a_login(clie
     assert response.status_code == 301 and response.headers["Location"].endswith(link.group(1))
     _login(client, auth, "viewer")
     assert link.group(1) in client.get("/training-runs").get_data(as_text=True)
+
+
+def test_a_queued_run_with_none_running_waits_for_a_training_worker(client, auth, session):
+    from db.models import TrainingRun
+
+    session.add(TrainingRun(status="queued"))
+    session.commit()
+    page = client.get("/training-runs", headers=auth("viewer")).get_data(as_text=True)
+    assert "waiting for a training worker" in page and "queued behind" not in page
