@@ -291,3 +291,11 @@ def test_a_queued_run_with_none_running_waits_for_a_training_worker(client, auth
     session.commit()
     page = client.get("/training-runs", headers=auth("viewer")).get_data(as_text=True)
     assert "waiting for a training worker" in page and "queued behind" not in page
+
+
+def test_the_models_field_of_the_queue_form_fits_its_hint(client, auth, session):
+    csrf = _login(client, auth, "admin")  # noqa: F841 - only admins see the form
+    form = re.search(r'<form id="queue-form".*?</form>', client.get("/training-runs").get_data(as_text=True), re.S).group(0)
+    field = re.search(r'<input name="models"[^>]*>', form, re.S).group(0)
+    assert 'placeholder="all five models"' in field
+    assert 'title="default: resnet50,vgg16,custom_cnn,svm,random_forest"' in field
