@@ -23,6 +23,10 @@ from models.preprocess import preprocess_for, resize_image
 # The overlay keeps the picture where the heat is low: each pixel blends the colour map in by
 # its own heat times this, so cold regions show the scan unchanged.
 OVERLAY_OPACITY = 0.55
+# Heat below this share of the map's peak is left uncoloured: Grad-CAM maps (the CNN's most) are
+# faintly positive almost everywhere, which tinted the whole scan blue; "cold regions show the
+# scan unchanged" should hold literally.
+COLD_BELOW = 0.1
 MAX_OVERLAY_SIDE = 1024  # pixels; larger scans are shrunk (the heatmap is 7x7 at 224 px anyway)
 
 
@@ -126,7 +130,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, max_side: int = MAX_OVERLAY_
     heat = np.clip(heat, 0.0, 1.0)
     jet = cv2.applyColorMap(np.uint8(np.rint(heat * 255)), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(jet, cv2.COLOR_BGR2RGB)
-    alpha = (heat * OVERLAY_OPACITY)[:, :, None]
+    alpha = np.where(heat >= COLD_BELOW, heat * OVERLAY_OPACITY, 0.0)[:, :, None]
     return np.uint8(np.rint(rgb * (1.0 - alpha) + colours * alpha))
 
 

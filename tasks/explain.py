@@ -33,8 +33,6 @@ TASK_NAME = "tasks.explain_scan"
 # A request older than this whose PNG never came (its message lost, its worker gone) is sent again.
 # It is long, because the task waits behind whatever classify batches fill the inference queue.
 PENDING_STALE_S = 900
-# A map cell counts as "seen" from this share of the map's peak (the overlay's colour is faint below it).
-HEAT_SEEN = 0.1
 _lock = threading.Lock()
 # (model version id, bundle path) -> models.explain.Explainer; one entry, as the engine cache.
 _explainers: dict[tuple[int, str], Any] = {}
@@ -51,7 +49,7 @@ class ExplanationState:
     status: str
     path: Path
     detail: str = ""
-    heat_share: float | None = None  # share of the map at >= HEAT_SEEN of its peak (None: not recorded)
+    heat_share: float | None = None  # share of the map the overlay colours (None: not recorded)
 
 
 def explanations_dir(settings: Settings) -> Path:
@@ -171,12 +169,14 @@ def _heat_share(path: Path) -> float | None:
 
 
 def heat_share(heatmap: Any) -> float:
-    """Share of a Grad-CAM map (normalised to its peak) at or above HEAT_SEEN: 0.0 when no region
+    """Share of a Grad-CAM map (normalised to its peak) at or above COLD_BELOW: 0.0 when no region
     raised the score at all (an all-zero map, whose overlay is the plain scan)."""
     import numpy as np
 
+    from models.explain import COLD_BELOW  # the overlay leaves the rest uncoloured
+
     heat = np.asarray(heatmap, dtype=np.float32)
-    return round(float(np.mean(heat >= HEAT_SEEN)), 4) if heat.size else 0.0
+    return round(float(np.mean(heat >= COLD_BELOW)), 4) if heat.size else 0.0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

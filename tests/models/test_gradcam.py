@@ -142,6 +142,16 @@ def test_overlay_colours_only_where_the_heat_is():
     assert top_right[0] - top_right[2] > 50  # the hot end of JET: red, where the gray had r == b
 
 
+def test_faint_heat_is_left_uncoloured():
+    from models.explain import COLD_BELOW, overlay
+
+    image = np.full((20, 20), 90, dtype=np.uint8)
+    faint = overlay(image, np.full((2, 2), COLD_BELOW * 0.9, np.float32))
+    assert (faint == 90).all()  # faintly positive everywhere (as the CNN's maps are): the scan unchanged
+    warm = overlay(image, np.full((2, 2), COLD_BELOW, np.float32))
+    assert (warm != 90).any()
+
+
 def test_large_scans_are_shrunk_for_the_overlay():
     from models.explain import overlay
 
