@@ -76,8 +76,9 @@ def _single_threaded(estimator: Any) -> Any:
     """A shallow copy of a fitted estimator that predicts on one thread.
 
     Training fits the Random Forest with n_jobs=-1; at serving, joblib's thread dispatch costs
-    more than it saves on a batch of 32 while the networks' threads hold the cores: 15-17 ms
-    against 4-5 ms per batch for 100 fully grown trees on 2 cores. The copy shares the trees.
+    more than it saves on a batch of 32 while the networks' threads hold the cores: 20.3-23.5 ms
+    against 3.5-6.7 ms per batch for 100 fully grown trees on 2 cores (bench/forest_threads.py).
+    The copy shares the trees.
     """
     if getattr(estimator, "n_jobs", 1) in (1, None):
         return estimator
@@ -163,16 +164,21 @@ class InferenceEngine:
         the same layers run op by op did not, and argmax would read a NaN row as the first
         class. A float32 network with non-finite outputs raises NonFiniteOutputError.
         """
-        out = self._batched[name](inputs)
+        return self._finite(name, lambda: self._batched[name](inputs))
+
+    def _finite(self, network: str, run: Callable[[], Any]) -> list[np.ndarray]:
+        """The outputs of `run()` (a forward through `network`) as float32 numpy; when any is not
+        finite, `network` falls back to float32 (_fall_back_to_float32) and `run` goes again."""
+        out = run()
         outputs = [_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
         if all(np.isfinite(o).all() for o in outputs):
             return outputs
-        self._fall_back_to_float32(name)
-        return self._network_outputs(name, inputs)
+        self._fall_back_to_float32(network)
+        return self._finite(network, run)
 
     def _fall_back_to_float32(self, network: str) -> None:
-        """After non-finite outputs: serve bfloat16 `network` in float32 from now on, or raise
-        NonFiniteOutputError when it already runs in float32."""
+        """After non-finite outputs: serve bfloat16 `network` in float32 from now on (rebuilt, which
+        also drops its compiled forwards), or raise NonFiniteOutputError when it already runs in float32."""
         if self.network_precision[network] == "float32":
             raise NonFiniteOutputError(f"{network} gave non-finite outputs in float32 "
                                        f"(bundle {self.digest[:12]}): the scans are not classified")
@@ -253,6 +259,11 @@ class InferenceEngine:
     def _separate_outputs(self, name: str, inputs: np.ndarray) -> np.ndarray:
         """Model `name` alone (SVM/RF: ResNet50's features) on preprocessed `inputs`, checked
         for non-finite outputs as in _network_outputs."""
+        network = "resnet50" if name in ESTIMATOR_NAMES else name
+        return self._finite(network, lambda: self._separate_forward(name)(inputs))[0]
+
+    def _separate_forward(self, name: str) -> Forward:
+        # Looked up on every call: a fall-back to float32 drops the compiled forward it replaces.
         if name not in self._separate:
             if name in ESTIMATOR_NAMES:
                 resnet = self.networks["resnet50"]
@@ -260,11 +271,7 @@ class InferenceEngine:
             else:
                 model = self.networks[name]
             self._separate[name] = _compile_forward(model, self.image_size)
-        out = _to_numpy(self._separate[name](inputs))
-        if np.isfinite(out).all():
-            return out
-        self._fall_back_to_float32("resnet50" if name in ESTIMATOR_NAMES else name)
-        return self._separate_outputs(name, inputs)
+        return self._separate[name]
 
     def _scan_result(self, probs: dict[str, np.ndarray], i: int) -> dict:
         def entry(p: np.ndarray) -> dict:

@@ -62,9 +62,13 @@ def _locked_scan(session: Session, scan_id: int) -> Scan:
     return scan
 
 
+# A scan in this status (unreadable, or given up on) takes no review and brings none to training.
+UNREVIEWABLE_STATUS = "failed"
+
+
 def reviewable(scan: Scan) -> bool:
     """Whether reviewers may label the scan: not one that failed (unreadable, or given up on)."""
-    return scan.status != "failed"
+    return scan.status != UNREVIEWABLE_STATUS
 
 
 def add_review(session: Session, scan_id: int, user_id: int | None, label: str, note: str = "") -> Review:
@@ -104,7 +108,7 @@ def reviewed_scans(session: Session) -> list[tuple[int, str, int, str]]:
     rows = session.execute(
         select(Review.id, Scan.sha256, Scan.frame, Review.label)
         .join(current, current.c.review_id == Review.id).join(Scan, Scan.id == Review.scan_id)
-        .where(Scan.status != "failed")  # reviews from before add_review refused failed scans
+        .where(Scan.status != UNREVIEWABLE_STATUS)  # reviews from before add_review refused them
         .order_by(Review.id)).all()
     return [(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 

@@ -357,15 +357,12 @@ def add_scans(session: Session, job: Job, specs: Sequence[ScanSpec]) -> list[Sca
     return added
 
 
-_COUNT_NAME = re.compile(r"\d+ files")
-
-
 def _name_for_every_part(job: Job, paths: set[str]) -> None:
     """A job grown by parts keeps the name its first part gave only while that is still true: once
     its files span several top folders it is named as one request of them all would be (job_name)."""
     tops = {top_folder(path) for path in paths}
     if len(tops) > 1 and (job.name in tops or job.name in paths or _COUNT_NAME.fullmatch(job.name or "")):
-        job.name = f"{len(paths)} files"
+        job.name = count_name(len(paths))
 
 
 def _free_path(path: str, frame: int, taken: dict[tuple[str, int], str]) -> str:
@@ -394,6 +391,14 @@ def create_job(session: Session, user: User | None, specs: Sequence[ScanSpec], *
     return job, scans
 
 
+_COUNT_NAME = re.compile(r"\d+ files")
+
+
+def count_name(files: int) -> str:
+    """The name of a job of several top folders: '12 files' (_COUNT_NAME recognises it)."""
+    return f"{files} files"
+
+
 def job_name(incoming: Sequence[IncomingFile], files: Sequence[FileStorage]) -> str:
     """A short human name for a job: its top folder, else the first file name."""
     tops = {top_folder(item.path) for item in incoming}
@@ -401,4 +406,4 @@ def job_name(incoming: Sequence[IncomingFile], files: Sequence[FileStorage]) -> 
         return tops.pop()
     if len(files) == 1 and files[0].filename:
         return clean_upload_path(files[0].filename)
-    return f"{len(incoming)} files"
+    return count_name(len(incoming))

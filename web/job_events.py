@@ -37,10 +37,15 @@ STREAM_MAX_S = 300.0  # then the client reconnects: a forgotten tab does not hol
 RETRY_MS = 2000  # what EventSource waits before reconnecting
 
 
-def job_status_body(session: Session, row: Any) -> dict[str, Any]:
-    """GET /api/v1/jobs/<id>'s body for a job row (its detail told as the run under way, when waiting)."""
+def job_status_body(session: Session, row: Any, told: dict[str, str] | None = None) -> dict[str, Any]:
+    """GET /api/v1/jobs/<id>'s body for a job row (its detail told as the run under way, when waiting).
+
+    `told` (detail -> as told) lets many rows read in one go share one training-run query."""
     body = job_json(row)
-    body["detail"] = waiting_detail(session, body["detail"])
+    told = {} if told is None else told
+    if body["detail"] not in told:
+        told[body["detail"]] = waiting_detail(session, body["detail"])
+    body["detail"] = told[body["detail"]]
     return body
 
 
@@ -169,14 +174,7 @@ class JobWatch:
             rows = session.execute(select(*Job.__table__.columns).where(Job.id.in_(ids))).all()
             # Jobs waiting for a model all tell the same training run: read it once a tick, not once a job.
             told: dict[str, str] = {}
-            bodies = {}
-            for row in rows:
-                body = job_json(row)
-                if body["detail"] not in told:
-                    told[body["detail"]] = waiting_detail(session, body["detail"])
-                body["detail"] = told[body["detail"]]
-                bodies[row.id] = body
-            return bodies
+            return {row.id: job_status_body(session, row, told) for row in rows}
 
     def _publish(self, ids: list[int], fresh: dict[int, dict[str, Any]]) -> None:
         with self._changed:

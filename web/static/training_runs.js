@@ -32,18 +32,11 @@
     return match ? match[1] : lines[lines.length - 1];
   }
 
-  // A queued run behind a running one waits for it, not for a worker to appear.
-  function waitingFor(card, run) {
-    const busy = box.querySelector('article.run[data-status="running"]');
-    return run.status === "queued" && busy && busy !== card
-      ? `queued behind run #${busy.id.slice(4)} (a training worker runs one at a time)` : "waiting for a training worker";
-  }
-
   function show(card, run) {
     const field = (name) => card.querySelector(`[data-field="${name}"]`);
     field("status").textContent = run.status;
     field("status").className = "status " + run.status;
-    field("stage").textContent = run.stage || waitingFor(card, run);
+    field("stage").textContent = run.stage || card.dataset.waiting;  // as the server rendered it
     field("percent").textContent = Math.floor(run.progress * 100) + "%";
     field("progress").value = run.progress;
     field("message").textContent = lastMessage(run.log);
